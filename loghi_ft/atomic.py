@@ -52,8 +52,14 @@ def temp_folder(target: Path) -> Path:
 
 
 def replace_folder(tmp: Path, target: Path) -> None:
-    """Put the finished folder `tmp` in place of `target` (which may not exist)."""
+    """Put the finished folder `tmp` in place of `target` (which may not exist).
+
+    Its files get the mode a plain new file gets (some writers, safetensors among them, create theirs 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
     for f in tmp.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o666 & ~umask)
         _fsync(f)
     if target.exists():
         if _exchange(tmp, target):

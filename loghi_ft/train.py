@@ -49,17 +49,19 @@ STATE_JSON = "state.json"
 # new output rows start this far below the lowest trained bias, so the base's predictions stand until they learn
 NEW_ROW_BIAS_MARGIN = 8.0
 BATCHNORM_MOMENTUM = 0.1
+BATCH_WIDTH_STEP = 32  # batch widths rounded up to this: bounded shapes, bounded kernel caches (about 1.5% padding)
 
 
 # ---------------------------------------------------------------- lines and batches
 
 class LineSet(Dataset):
-    """Lines of one or more caches; items are (strip, background, label ids of `targets`, ground truth)."""
+    """Lines of one or more caches; items are (strip, background, label ids of `targets`, ground truth, weight)."""
 
     def __init__(self, caches: list, refs: list[tuple[int, int]], texts: list[str], targets: list[str],
-                 codec: Codec, aug: Augment | None, seed: int):
+                 codec: Codec, aug: Augment | None, seed: int, weights: np.ndarray | None = None):
         self.caches, self.refs, self.texts, self.targets = caches, refs, texts, targets
         self.codec, self.aug, self.seed = codec, aug, seed
+        self.weights = weights if weights is not None else np.ones(len(refs), np.float32)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -73,7 +75,7 @@ class LineSet(Dataset):
         background = 255
         if self.aug is not None:
             strip, background = augment(strip, self.aug, np.random.default_rng([self.seed, epoch, i]))
-        return strip, background, self.codec.encode(self.targets[i]), self.texts[i]
+        return strip, background, self.codec.encode(self.targets[i]), self.texts[i], float(self.weights[i])
 
 
 @dataclass
@@ -83,11 +85,14 @@ class Batch:
     targets: Tensor     # concatenated label ids
     target_lengths: Tensor
     texts: list[str]
+    weights: Tensor | None  # per-line loss weights from the list file's weight column; None when all are 1
 
     def pin_memory(self) -> "Batch":
         """Called by the DataLoader on a GPU run: page-locked tensors copy to the device asynchronously."""
         self.images, self.widths = self.images.pin_memory(), self.widths.pin_memory()
         self.targets, self.target_lengths = self.targets.pin_memory(), self.target_lengths.pin_memory()
+        if self.weights is not None:
+            self.weights = self.weights.pin_memory()
         return self
 
 
@@ -114,17 +119,18 @@ class Collate:
         self.info = info
 
     def __call__(self, items) -> Batch:
-        strips, backgrounds, ids, texts = zip(*items)
+        strips, backgrounds, ids, texts, weights = zip(*items)
         widths = [s.shape[1] for s in strips]
-        longest = max(widths)
+        longest = -(-max(widths) // BATCH_WIDTH_STEP) * BATCH_WIDTH_STEP
         pad = self.info.preprocess.get("pad_value", 255)
         strips = [s if b == pad or s.shape[1] == longest else
                   np.pad(s, ((0, 0), (0, longest - s.shape[1])), constant_values=b)
                   for s, b in zip(strips, backgrounds)]
-        images, _ = preprocess(list(strips), self.info)
+        images, _ = preprocess(list(strips), self.info, width_step=BATCH_WIDTH_STEP)
         margin = 2 * int(self.info.preprocess.get("margin", 0))  # imported Loghi models read lines with margins
         return Batch(images, torch.tensor(widths) + margin, torch.tensor([k for i in ids for k in i], dtype=torch.long),
-                     torch.tensor([len(i) for i in ids], dtype=torch.long), list(texts))
+                     torch.tensor([len(i) for i in ids], dtype=torch.long), list(texts),
+                     None if all(w == 1.0 for w in weights) else torch.tensor(weights, dtype=torch.float32))
 
 
 class WidthBatches:
@@ -170,19 +176,23 @@ def normalize(text: str, form: str) -> str:
     return text if form == "none" else unicodedata.normalize(form, text)
 
 
-def open_lines(list_files: list[Path], height: int, form: str, rank: int, world: int) -> tuple[list, list, list, np.ndarray]:
-    """Caches of the list files (built by rank 0 first), and (cache, line) refs, texts, widths of all lines."""
+def open_lines(list_files: list[Path], height: int, form: str, rank: int, world: int
+               ) -> tuple[list, list, list, np.ndarray, np.ndarray]:
+    """Caches of the list files (built by rank 0 first), and (cache, line) refs, texts, widths, weights of all lines."""
     if world > 1 and rank != 0:
         torch.distributed.barrier()
     caches = [ensure_cache(Path(f), height) for f in list_files]
     if world > 1 and rank == 0:
         torch.distributed.barrier()
-    refs, texts, widths = [], [], []
+    refs, texts, widths, weights = [], [], [], []
     for c, cache in enumerate(caches):
         refs += [(c, j) for j in range(len(cache))]
         texts += [normalize(t, form) for t in cache.texts]
         widths.append(np.asarray(cache.widths))
-    return caches, refs, texts, np.concatenate(widths) if widths else np.zeros(0, int)
+        weights.append(np.asarray(cache.weights, np.float32))
+    if not caches:
+        return caches, refs, texts, np.zeros(0, int), np.zeros(0, np.float32)
+    return caches, refs, texts, np.concatenate(widths), np.concatenate(weights)
 
 
 # ---------------------------------------------------------------- model, charset, checkpoints
@@ -480,8 +490,8 @@ def train(args: argparse.Namespace) -> Path | None:
     form = base_info.normalization if base_info else args.normalize
 
     # -- the lines, and the charset they and the charset mode give
-    caches, refs, texts, widths = open_lines(args.train_list, model.height, form, rank, world)
-    val_caches, val_refs, val_texts, val_widths = open_lines([args.val_list], model.height, form, rank, world)
+    caches, refs, texts, widths, weights = open_lines(args.train_list, model.height, form, rank, world)
+    val_caches, val_refs, val_texts, val_widths, _ = open_lines([args.val_list], model.height, form, rank, world)
     if not refs:
         raise UserError(f"no training lines in {', '.join(map(str, args.train_list))}")
     if not val_refs:
@@ -518,7 +528,7 @@ def train(args: argparse.Namespace) -> Path | None:
     if len(keep) == 0:
         raise UserError(f"no training lines left: {len(unknown)} have characters the model does not know "
                         f"(--charset-mode {mode}), {int(too_long.sum())} are too long for their width")
-    refs, texts, widths = [refs[i] for i in keep], [texts[i] for i in keep], widths[keep]
+    refs, texts, widths, weights = [refs[i] for i in keep], [texts[i] for i in keep], widths[keep], weights[keep]
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             # Keras' momentum (0.99, torch 0.01) lets the running statistics trail the weights by ~100 steps,
@@ -539,7 +549,7 @@ def train(args: argparse.Namespace) -> Path | None:
     loader_options = dict(num_workers=workers, collate_fn=Collate(info), pin_memory=device.type == "cuda",
                           worker_init_fn=quiet_worker, persistent_workers=workers > 0,
                           generator=torch.Generator().manual_seed(args.seed))  # keeps the global RNG untouched
-    train_loader = DataLoader(LineSet(caches, refs, texts, texts, codec, None if args.no_augment else aug, args.seed),
+    train_loader = DataLoader(LineSet(caches, refs, texts, texts, codec, None if args.no_augment else aug, args.seed, weights),
                               batch_sampler=sampler, **loader_options)
     # validation scores every line (CER counts what the model cannot know); its loss sees only known characters
     val_targets = ["".join(c for c in t if c in codec.index) for t in val_texts]
@@ -658,8 +668,13 @@ def train(args: argparse.Namespace) -> Path | None:
                     logits = ddp_model(batch.images.to(device, non_blocking=True))
                 lengths = model.output_lengths(batch.widths.to(device))
                 log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # CTC in fp32 whatever the autocast
-                loss = F.ctc_loss(log_probs, batch.targets.to(device), lengths, batch.target_lengths.to(device),
-                                  blank=0, reduction="sum", zero_infinity=True) / len(batch.texts)
+                if batch.weights is None:
+                    loss = F.ctc_loss(log_probs, batch.targets.to(device), lengths, batch.target_lengths.to(device),
+                                      blank=0, reduction="sum", zero_infinity=True) / len(batch.texts)
+                else:  # a line of weight 2 counts as two
+                    loss = (F.ctc_loss(log_probs, batch.targets.to(device), lengths, batch.target_lengths.to(device),
+                                       blank=0, reduction="none", zero_infinity=True)
+                            * batch.weights.to(device)).sum() / len(batch.texts)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if args.grad_clip > 0:

@@ -41,6 +41,9 @@ def saved(tmp_path, lines):
 def test_round_trip_gives_identical_outputs_on_real_lines(saved, lines):
     model, info, folder = saved
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)  # readable like any new file, not 0600 as safetensors creates it
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o666 & ~umask}
     record = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert record["format"] == "loghi-ft-model" and record["format_version"] == 1
     assert record["charset"] == info.charset and record["training"]["val_cer"] == 0.25

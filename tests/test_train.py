@@ -204,6 +204,24 @@ def test_small_preset_learns_a_handful_of_lines(lines, handful, tmp_path):
     assert float(rows[-1]["val_loss"]) < 0.75 * float(rows[0]["val_loss"])
 
 
+def test_list_file_weights_scale_each_lines_loss(lines, tmp_path):
+    # the same lines once with their texts and once with the texts reversed (same characters, other targets):
+    # at weight 1 the two runs learn different models; at weight 0 neither learns anything, so they stay equal
+    from dataclasses import replace
+    few = [s for s in read_list(lines / "training_all_train.txt") if 15 <= len(s.text) <= 30][:8]
+    for weight in (1.0, 0.0):
+        runs = []
+        for name, texts in (("fwd", [s.text for s in few]), ("rev", [s.text[::-1] for s in few])):
+            listed = tmp_path / f"{name}{weight:g}.txt"
+            write_list(listed, [replace(s, text=t, weight=weight) for s, t in zip(few, texts)])
+            name = f"{name}{weight:g}"
+            assert train(tmp_path, name, "--train-list", str(listed), "--val-list", str(listed), "--spec", TINY,
+                         "--epochs", "2", "--batch-size", "4", "--weight-decay", "0", "--patience", "0", *QUICK) == 0
+            runs.append(weights(tmp_path / name / "last"))
+        same = all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+        assert same == (weight == 0.0), f"weight {weight}"
+
+
 def test_user_mistakes_get_one_line_messages(lines, tmp_path, capsys):
     val = str(lines / "training_all_val.txt")
     assert train(tmp_path, "x", "--train-list", str(tmp_path / "nope.txt"), "--val-list", val, "--spec", TINY) == 1

@@ -140,8 +140,11 @@ def model_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def preprocess(strips: list[np.ndarray], info: ModelInfo) -> tuple[Tensor, Tensor]:
-    """uint8 line strips -> (N, C, H, Wmax) float batch and widths (N,); the one place pixels become input."""
+def preprocess(strips: list[np.ndarray], info: ModelInfo, width_step: int = 1) -> tuple[Tensor, Tensor]:
+    """uint8 line strips -> (N, C, H, W) float batch and widths (N,); the one place pixels become input.
+
+    W is the widest strip rounded up to a multiple of `width_step` (training uses 32: a few dozen batch shapes
+    instead of one per width keep the CPU kernels' per-shape caches, and so the memory, bounded)."""
     height, channels, pp = info.height, info.channels, info.preprocess
     pad = int(pp.get("pad_value", 255))
     ready = [_fit(s, height, channels) for s in strips]
@@ -151,7 +154,8 @@ def preprocess(strips: list[np.ndarray], info: ModelInfo) -> tuple[Tensor, Tenso
         value = int(pp.get("margin_value", pad))
         ready = [np.pad(s, ((0, 0), (margin, margin), (0, 0)), constant_values=value) for s in ready]
     widths = [s.shape[1] for s in ready]
-    batch = np.full((len(ready), height, max(widths, default=1), channels), pad, dtype=np.uint8)
+    batch_width = -(-max(widths, default=1) // width_step) * width_step
+    batch = np.full((len(ready), height, batch_width, channels), pad, dtype=np.uint8)
     for i, s in enumerate(ready):
         batch[i, :, : s.shape[1]] = s
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()

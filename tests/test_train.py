@@ -190,18 +190,19 @@ def test_sigint_mid_epoch_writes_last_and_leaves_a_loadable_best_val(lines, tmp_
 
 
 @pytest.mark.slow
-def test_small_preset_learns_a_handful_of_lines(lines, handful, tmp_path):
-    # from scratch on a few hundred full lines, a few hundred steps leave any model on CTC's all-blank plateau
-    # (measured: 288 steps of 16 on 381 lines, val CER 100% -> 98.7%), so learning is shown on the 8 short
-    # lines the handful fixture wrote
-    often, few = lines / "often.txt", lines / "few.txt"
-    rc = train(tmp_path, "small", "--train-list", str(often), "--val-list", str(few), "--spec", "small",
-               "--epochs", "25", "--batch-size", "8", "--learning-rate", "5e-3", "--patience", "0", *QUICK)
+def test_small_preset_learns_to_read_held_out_lines(lines, tmp_path):
+    # from scratch: about 390 training lines of 12 pages, 300 steps of 16; validation on the 95 lines of 3 other pages.
+    # A fresh CTC model first predicts only blanks (CER 100%); measured: 100% -> 58.6% after 300 steps
+    # (no augmentation, peak learning rate 3e-3; at 1e-3 it had not left the blank plateau by then)
+    rc = train(tmp_path, "small", "--train-list", str(lines / "training_all_train.txt"),
+               "--val-list", str(lines / "training_all_val.txt"), "--spec", "small", "--epochs", "16",
+               "--max-steps", "300", "--batch-size", "16", "--learning-rate", "3e-3", "--patience", "0",
+               "--no-augment", "--workers", "1")
     assert rc == 0
     rows = list(csv.DictReader(open(tmp_path / "small" / "metrics.csv", encoding="utf-8")))
     assert float(rows[0]["val_cer"]) > 0.95
-    assert float(rows[-1]["val_cer"]) < 0.85
-    assert float(rows[-1]["val_loss"]) < 0.75 * float(rows[0]["val_loss"])
+    assert float(rows[-1]["val_cer"]) < 0.75
+    assert float(rows[-1]["val_loss"]) < 0.8 * float(rows[0]["val_loss"])
 
 
 def test_list_file_weights_scale_each_lines_loss(lines, tmp_path):

@@ -131,7 +131,32 @@ def build_model(spec: str, num_classes: int) -> VGSLModel:
     if builder.stage != "sequence":
         raise UserError(f"VGSL spec never turns the image into a sequence: add Rc3 before the recurrent layers ({spec})")
     canonical = " ".join([tokens[0], *body])
-    return VGSLModel(canonical, height, channels, num_classes, builder.modules, builder.width_strides, builder.summarized)
+    model = VGSLModel(canonical, height, channels, num_classes, builder.modules, builder.width_strides, builder.summarized)
+    init_weights(model)
+    return model
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module) -> None:
+    """Keras' initialisation, which Loghi's models train from (kraken's is alike): Glorot-uniform kernels, orthogonal
+    recurrent weights, zero biases, LSTM forget gates biased to 1. torch's defaults (small uniform weights) leave a
+    fresh CTC model several hundred steps longer on the plateau where it predicts only blanks."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LSTM, nn.GRU)):
+            gates = 4 if isinstance(m, nn.LSTM) else 3
+            for name, p in m.named_parameters():
+                if name.startswith("weight_ih"):  # Keras' kernel (F, gates*H), transposed
+                    nn.init.xavier_uniform_(p)
+                elif name.startswith("weight_hh"):  # Keras' recurrent kernel (H, gates*H), transposed
+                    nn.init.orthogonal_(p)
+                else:
+                    nn.init.zeros_(p)
+                    if gates == 4 and name.startswith("bias_ih"):
+                        p.chunk(4)[1].fill_(1.0)  # torch's gate order i, f, g, o
 
 
 def parse_input(token: str) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Training lines per second of `loghi-ft train` against kraken's `ketos train`: same lines, same architecture, same run.
 
-    python benchmarks/bench_train.py [--lines 32,160] [--threads 2] [--precision bf16] [--skip-kraken] [--gpu 0]
+    python benchmarks/bench_train.py [--lines 32,160] [--repeats 3] [--threads 2] [--precision bf16] [--skip-kraken] [--gpu 0]
 
 Both tools train kraken's default architecture (our `kraken` preset: kraken's spec in Loghi's spelling,
 height 120) at batch size 16 on the same timeus-1858 training lines (cut once by `loghi-ft prepare
@@ -8,8 +8,9 @@ height 120) at batch size 16 on the same timeus-1858 training lines (cut once by
 worker, for one epoch, then validate on the same 32 validation lines. Each tool runs twice, on the first
 A and then the first B training lines (--lines A,B); the training rate is (B - A) lines over the
 difference of the two runs' wall-clock times, so start-up, data preparation and validation, which the two
-runs share, cancel out. Validation lines/s of ours comes from its metrics.csv. kraken 7.1.1 is installed
-on first use into benchmarks/.venv-kraken (see bench_prepare.py).
+runs share, cancel out. The tools take turns --repeats times, and the figures are medians: the
+machine's speed drifts by a third over minutes on shared hosts. Validation lines/s of ours comes from its
+metrics.csv. kraken 7.1.1 is installed on first use into benchmarks/.venv-kraken (see bench_prepare.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,7 @@ def main() -> int:
                         help="our precision (default: bf16; kraken runs at its default, fp32)")
     parser.add_argument("--gpu", default="-1", help="our device: -1 for the CPU (default), 0 for the first GPU")
     parser.add_argument("--skip-kraken", action="store_true", help="time loghi-ft only")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each tool, taking turns; medians (default: 3)")
     args = parser.parse_args()
     short, long = (int(n) for n in args.lines.split(","))
     print(f"{os.cpu_count()} cores, {args.threads} threads, load average before {os.getloadavg()[0]:.1f}")
@@ -54,36 +57,44 @@ def main() -> int:
             write_list(path, train[:n])
         write_list(tmp / "val.txt", val)
 
-        ours = {}
-        for n, path in lists.items():
-            out = tmp / f"ours{n}"
-            cmd = [sys.executable, "-m", "loghi_ft", "train", "--train-list", str(path), "--val-list", str(tmp / "val.txt"),
-                   "--spec", "kraken", "--output", str(out), "--model-name", "bench", "--epochs", "1", "--batch-size", "16",
-                   "--no-augment", "--threads", str(args.threads), "--workers", "1", "--precision", args.precision,
-                   "--gpu", args.gpu, "--warmup-steps", "0"]
-            seconds, cpu, _ = timed(cmd)
-            row = list(csv.DictReader(open(out / "bench" / "metrics.csv", encoding="utf-8")))[-1]
-            ours[n] = seconds
-            print(f"loghi-ft train, {n} lines: {seconds:.1f} s wall, {cpu:.1f} CPU s; its own figures: "
-                  f"{float(row['train_lines_per_s']):.2f} training lines/s, {float(row['val_lines_per_s']):.1f} validation lines/s")
-        ours_rate = (long - short) / (ours[long] - ours[short])
-        print(f"loghi-ft: {ours_rate:.2f} training lines/s (marginal, {long - short} lines)")
-        if args.skip_kraken:
-            return 0
-
-        ketos = install_kraken()
-        theirs = {}
-        for n in (short, long):
-            out = tmp / f"kraken{n}"
-            cmd = [str(ketos), "--device", "cpu", "--threads", str(args.threads), "--workers", "1",
-                   "train", "-f", "path", "-B", "16", "-N", "1", "-q", "fixed", "--no-augment", "-s", kraken_spec(),
-                   "-o", str(out), "-e", str(tmp / "kraken_val.txt")] + [str(s.path) for s in train[:n]]
-            seconds, cpu, _ = timed(cmd)
-            theirs[n] = seconds
-            print(f"kraken ketos train, {n} lines: {seconds:.1f} s wall, {cpu:.1f} CPU s")
-        theirs_rate = (long - short) / (theirs[long] - theirs[short])
-        print(f"kraken: {theirs_rate:.2f} training lines/s (marginal, {long - short} lines)")
-    print(f"training lines/s: loghi-ft {ours_rate:.2f}, kraken {theirs_rate:.2f}, ratio {ours_rate / theirs_rate:.1f}x; "
+        ketos = None if args.skip_kraken else install_kraken()
+        rates: dict[str, list[float]] = {"loghi-ft": [], "kraken": []}
+        # the two tools take turns, repeat after repeat: a machine that slows down for a while slows both
+        for repeat in range(1, args.repeats + 1):
+            seconds = {}
+            for n, path in lists.items():
+                out = tmp / f"ours{repeat}-{n}"
+                cmd = [sys.executable, "-m", "loghi_ft", "train", "--train-list", str(path),
+                       "--val-list", str(tmp / "val.txt"), "--spec", "kraken", "--output", str(out),
+                       "--model-name", "bench", "--epochs", "1", "--batch-size", "16", "--no-augment",
+                       "--threads", str(args.threads), "--workers", "1", "--precision", args.precision,
+                       "--gpu", args.gpu, "--warmup-steps", "0"]
+                seconds[n], cpu, _ = timed(cmd)
+                row = list(csv.DictReader(open(out / "bench" / "metrics.csv", encoding="utf-8")))[-1]
+                print(f"[{repeat}] loghi-ft train, {n} lines: {seconds[n]:.1f} s wall, {cpu:.1f} CPU s; its own figures: "
+                      f"{float(row['train_lines_per_s']):.2f} training lines/s, "
+                      f"{float(row['val_lines_per_s']):.1f} validation lines/s")
+            rates["loghi-ft"].append((long - short) / (seconds[long] - seconds[short]))
+            if ketos is None:
+                continue
+            for n in (short, long):
+                out = tmp / f"kraken{repeat}-{n}"
+                cmd = [str(ketos), "--device", "cpu", "--threads", str(args.threads), "--workers", "1",
+                       "train", "-f", "path", "-B", "16", "-N", "1", "-q", "fixed", "--no-augment", "-s", kraken_spec(),
+                       "-o", str(out), "-e", str(tmp / "kraken_val.txt")] + [str(s.path) for s in train[:n]]
+                seconds[n], cpu, _ = timed(cmd)
+                print(f"[{repeat}] kraken ketos train, {n} lines: {seconds[n]:.1f} s wall, {cpu:.1f} CPU s")
+            rates["kraken"].append((long - short) / (seconds[long] - seconds[short]))
+            print(f"[{repeat}] training lines/s (marginal, {long - short} lines): loghi-ft {rates['loghi-ft'][-1]:.2f}, "
+                  f"kraken {rates['kraken'][-1]:.2f}, ratio {rates['loghi-ft'][-1] / rates['kraken'][-1]:.1f}x")
+    ours_rate = statistics.median(rates["loghi-ft"])
+    if ketos is None:
+        print(f"loghi-ft: {ours_rate:.2f} training lines/s (median of {args.repeats}, marginal, {long - short} lines)")
+        return 0
+    theirs_rate = statistics.median(rates["kraken"])
+    ratios = sorted(a / b for a, b in zip(rates["loghi-ft"], rates["kraken"]))
+    print(f"training lines/s, median of {args.repeats}: loghi-ft {ours_rate:.2f}, kraken {theirs_rate:.2f}, "
+          f"ratio {ours_rate / theirs_rate:.1f}x (per repeat {', '.join(f'{r:.1f}x' for r in ratios)}); "
           f"load average after {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -87,6 +87,8 @@ class TorchRecognizer:
         from loghi_ft.model.folder import find_model_folder, load_model, model_hash
         folder = find_model_folder(path)
         self.model, self.info = load_model(folder, device)
+        import torch
+        self.model.to(memory_format=torch.channels_last)  # NHWC convolutions run faster, on CPU as on GPU
         self.device = device
         self.bf16 = bf16
         self.hash = model_hash(folder)
@@ -95,7 +97,7 @@ class TorchRecognizer:
     def __call__(self, batch, widths):
         import torch
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True)
+            x = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.model(x)
             return logits.float().cpu(), self.model.output_lengths(widths).cpu()

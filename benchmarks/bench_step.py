@@ -1,0 +1,64 @@
+"""Seconds per training step of one network, by memory format and precision: where training time goes.
+
+    python benchmarks/bench_step.py [--spec small] [--width 1024] [--threads 2] [--steps 6]
+
+One batch of 16 random lines of a fixed width (the model's own input height), forward, CTC-free loss,
+backward and an AdamW step, repeated --steps times after one warm-up step; prints the median for
+contiguous (NCHW) and channels-last (NHWC) convolutions, in fp32 and under bf16 autocast. The formats
+take turns so that a machine slowing down for a while slows both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from loghi_ft.model.vgsl import build_model
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default="small", help="preset or VGSL spec (default: small)")
+    parser.add_argument("--width", type=int, default=1024, help="line width in pixels (default: 1024)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (default: 6)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(2):
+        for precision in ("fp32", "bf16"):
+            for layout in ("contiguous", "channels_last"):
+                times.setdefault((precision, layout), []).extend(steps(args, precision, layout))
+    for (precision, layout), seconds in times.items():
+        print(f"{args.spec} {precision:4} {layout:13}: {statistics.median(seconds):.3f} s a step of 16 x {args.width} px")
+    return 0
+
+
+def steps(args, precision: str, layout: str) -> list[float]:
+    torch.manual_seed(0)
+    model = build_model(args.spec, 91).train()
+    x = torch.rand(16, model.channels, model.height, args.width)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+    seconds = []
+    for i in range(args.steps + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            y = model(x)
+        loss = y.float().log_softmax(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i:
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+if __name__ == "__main__":
+    sys.exit(main())

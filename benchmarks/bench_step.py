@@ -1,9 +1,10 @@
 """Seconds per training step of one network, by memory format and precision: where training time goes.
 
-    python benchmarks/bench_step.py [--spec small] [--width 1024] [--threads 2] [--steps 6]
+    python benchmarks/bench_step.py [--spec small] [--width 1024] [--threads 2] [--steps 6] [--inference]
 
 One batch of 16 random lines of a fixed width (the model's own input height), forward, CTC-free loss,
-backward and an AdamW step, repeated --steps times after one warm-up step; prints the median for
+backward and an AdamW step (--inference: a forward pass of 32 lines in eval mode, as `infer` runs it),
+repeated --steps times after one warm-up step; prints the median for
 contiguous (NCHW) and channels-last (NHWC) convolutions, in fp32 and under bf16 autocast. The formats
 take turns so that a machine slowing down for a while slows both.
 """
@@ -26,6 +27,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1024, help="line width in pixels (default: 1024)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (default: 6)")
+    parser.add_argument("--inference", action="store_true", help="time recognition instead of training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     times: dict[tuple[str, str], list[float]] = {}
@@ -34,14 +36,15 @@ def main() -> int:
             for layout in ("contiguous", "channels_last"):
                 times.setdefault((precision, layout), []).extend(steps(args, precision, layout))
     for (precision, layout), seconds in times.items():
-        print(f"{args.spec} {precision:4} {layout:13}: {statistics.median(seconds):.3f} s a step of 16 x {args.width} px")
+        what = "a forward pass of 32" if args.inference else "a step of 16"
+        print(f"{args.spec} {precision:4} {layout:13}: {statistics.median(seconds):.3f} s {what} x {args.width} px")
     return 0
 
 
 def steps(args, precision: str, layout: str) -> list[float]:
     torch.manual_seed(0)
-    model = build_model(args.spec, 91).train()
-    x = torch.rand(16, model.channels, model.height, args.width)
+    model = build_model(args.spec, 91).train(not args.inference)
+    x = torch.rand(32 if args.inference else 16, model.channels, model.height, args.width)
     if layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -49,6 +52,12 @@ def steps(args, precision: str, layout: str) -> list[float]:
     seconds = []
     for i in range(args.steps + 1):
         start = time.perf_counter()
+        if args.inference:
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+                model(x)
+            if i:
+                seconds.append(time.perf_counter() - start)
+            continue
         with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
             y = model(x)
         loss = y.float().log_softmax(-1).mean()

@@ -80,9 +80,13 @@ def test_inversion_reports_its_dark_ground_and_collate_pads_with_it(strips):
     assert np.array_equal(out, 255 - strip)
     info = ModelInfo(spec="", height=64, channels=1, charset=["a"])
     wide = np.full((64, strip.shape[1] + 50), 255, np.uint8)
-    batch = Collate(info)([(out, background, [1], "a"), (wide, 255, [1], "a")])
-    # the negative's padding continues its dark ground, in the model's own input convention
+    batch = Collate(info)([(out, background, [1], "a", 1.0), (wide, 255, [1], "a", 1.0)])
+    # the negative's padding continues its dark ground, in the model's own input convention, up to the batch
+    # width (the widest line rounded up to a multiple of 32 px)
     ground = info.preprocess["offset"] + info.preprocess["scale"] * 0
-    assert batch.images.shape[-1] == wide.shape[1]
+    white = info.preprocess["offset"] + info.preprocess["scale"] * 255
+    assert batch.images.shape[-1] == -(-wide.shape[1] // 32) * 32 > wide.shape[1]
     assert np.allclose(batch.images[0, 0, :, strip.shape[1]:].numpy(), ground)
+    assert np.allclose(batch.images[1, 0, :, wide.shape[1]:].numpy(), white)
+    assert batch.weights is None
     assert batch.widths.tolist() == [strip.shape[1], wide.shape[1]]

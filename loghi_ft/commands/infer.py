@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_precision(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="auto: bf16 on GPUs that have it, fp32 elsewhere; bf16 on a CPU with AVX512-BF16 or AMX "
-                             "takes about half the time (default: auto)")
+                        help="auto: bf16 where the GPU or CPU computes it natively (AVX512-BF16, AMX), else fp32; "
+                             "bf16 takes about 60%% of the time at the same accuracy (default: auto)")
 
 
 def run(args: argparse.Namespace) -> int:

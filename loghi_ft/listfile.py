@@ -41,6 +41,9 @@ def read_list(list_file: str | os.PathLike) -> list[Sample]:
                 parts = [parts[0], "\t".join(parts[2:])]
             except ValueError:
                 parts = [parts[0], "\t".join(parts[1:])]
+            if not 0.0 <= weight < float("inf"):  # also NaN
+                raise UserError(f"{list_file}:{number}: weight {weight:g} (the column between path and text) must be "
+                                "a finite number of at least 0")
         path = Path(parts[0])
         samples.append(Sample(path if path.is_absolute() else base / path, parts[1], weight))
     return samples

@@ -110,3 +110,15 @@ def test_cache_survives_pickling_for_worker_processes(line_list):
     clone = pickle.loads(pickle.dumps(cache))
     assert len(pickle.dumps(cache)) < 100_000
     assert np.array_equal(clone[3][0], cache[3][0]) and clone[3][1] == cache[3][1]
+
+
+def test_list_file_weights_are_read_and_bad_ones_named(tmp_path):
+    listed = tmp_path / "lines.txt"
+    listed.write_text("a.png\t2\tDu dit jour\nb.png\tLe 8 janvier\nc.png\t0\t12\tfrancs\n", encoding="utf-8")
+    samples = read_list(listed)
+    assert [(s.path.name, s.weight, s.text) for s in samples] == \
+        [("a.png", 2.0, "Du dit jour"), ("b.png", 1.0, "Le 8 janvier"), ("c.png", 0.0, "12\tfrancs")]
+    for bad in ("-1", "nan", "inf"):
+        listed.write_text(f"a.png\tDu dit jour\nb.png\t{bad}\tLe 8 janvier\n", encoding="utf-8")
+        with pytest.raises(UserError, match=r"lines.txt:2: weight .* must be a finite number of at least 0"):
+            read_list(listed)

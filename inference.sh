@@ -11,6 +11,8 @@ inplace=off                         # on = write the text into the input PAGE XM
 GPU=-1                              # -1 = CPU; 0 = first GPU
 batch_size=32                       # lines per step; lower it if the GPU runs out of memory
 beam_width=1                        # 1 = best path (fastest); 5 to 10 = beam search, a little more accurate, slower
+lm=                                 # text of the same kind (a text file, or a list file such as training_all_train.txt):
+                                    # its character 6-gram guides the beam search (needs beam_width 5 to 10); empty = none
 RUNNER=                             # docker, podman or local; empty = docker when it runs here, else a local .venv
 
 settings_done "$@"
@@ -38,9 +40,17 @@ else
   target="into $out"
 fi
 
+lm_option=()
+if [[ -n $lm ]]; then
+  [[ $beam_width -gt 1 ]] || die "lm=$lm guides the beam search: set beam_width too (5 to 10)"
+  lm_file=$(need_path lm "$lm" file) || exit
+  mount_path ro "$(dirname "$lm_file")"
+  lm_option=(--lm "$lm_file")
+fi
+
 announce "recognises ${inputs[*]} with $model_dir, writing $target"
 run_loghi_ft infer --model "$model_dir" "${inputs[@]}" "${where[@]}" --batch-size "$batch_size" \
-  --beam-width "$beam_width" --gpu "$GPU_INSIDE"
+  --beam-width "$beam_width" "${lm_option[@]}" --gpu "$GPU_INSIDE"
 status=$?
 [[ -n $INTERRUPTED ]] && echo "$SCRIPT_NAME: stopped; the pages written so far are complete, a new run skips them."
 exit "$status"

@@ -149,6 +149,24 @@ def test_cpu_run_in_docker_passes_no_gpus_and_mounts_only_what_it_needs(pages, t
     assert option_values(args, "--gpu") == ["-1"]
 
 
+def test_inference_hands_a_language_model_text_to_the_beam_search(pages, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    text = tmp_path / "texts" / "registers.txt"
+    text.parent.mkdir()
+    text.write_text("Du dit jour huit Janvier\n", encoding="utf-8")
+    out = tmp_path / "recognised"
+    common = [f"model={model}", f"inputpages={pages['test']}", f"outputdir={out}", f"lm={text}"]
+    env = fake_client(tmp_path, "docker")
+    proc = script("inference.sh", *common, env=env)
+    assert proc.returncode == 1 and "set beam_width too" in proc.stderr  # greedy decoding cannot use it
+    proc = script("inference.sh", *common, "beam_width=10", env=env)
+    assert proc.returncode == 0, proc.stderr
+    [args] = runs(tmp_path)
+    assert option_values(args, "--lm") == [str(text)] and option_values(args, "--beam-width") == ["10"]
+    assert f"{text.parent}:{text.parent}:ro" in option_values(args, "-v")
+
+
 def test_finetune_in_a_container_on_gpus_hands_over_the_devices(pages, tmp_path):
     base = tmp_path / "base"
     base.mkdir()

@@ -133,8 +133,8 @@ def open_recognizer(path: Path, gpu: str = "-1", precision: str = "auto"):
 
 def use_bf16(precision: str, device: str) -> bool:
     """bf16 when asked, or for auto where the device computes in it: GPUs that have it, CPUs with AVX512-BF16 or
-    AMX (a forward pass of `small` 0.28 -> 0.17 s; on the 308 timeus test lines the shipped model's CER was
-    7.61% in fp32 and 7.59% in bf16)."""
+    AMX (a forward pass of `small` 0.28 -> 0.17 s; on the 308 timeus test lines the base model's CER was 7.61% in
+    fp32 and 7.66% in bf16, an earlier one's 7.61% and 7.59%)."""
     if precision != "auto":
         return precision == "bf16"
     if device == "cpu":

@@ -35,10 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from loghi_ft import __version__
 from loghi_ft.augment import AUGMENTATIONS, Augment, augment
-from loghi_ft.atomic import recover_folder, replace_folder
+from loghi_ft.atomic import recover_folder, replace_folder, write_atomic
 from loghi_ft.cache import ensure_cache
 from loghi_ft.errors import UserError
-from loghi_ft.atomic import write_atomic
 from loghi_ft.metrics import ErrorCounts, char_errors, word_errors
 from loghi_ft.model.codec import Codec, build_charset
 from loghi_ft.model.folder import DEFAULT_PREPROCESS, ModelInfo, load_model, preprocess, save_model
@@ -120,15 +119,8 @@ class Collate:
 
     def __call__(self, items) -> Batch:
         strips, backgrounds, ids, texts, weights = zip(*items)
-        widths = [s.shape[1] for s in strips]
-        longest = -(-max(widths) // BATCH_WIDTH_STEP) * BATCH_WIDTH_STEP
-        pad = self.info.preprocess.get("pad_value", 255)
-        strips = [s if b == pad or s.shape[1] == longest else
-                  np.pad(s, ((0, 0), (0, longest - s.shape[1])), constant_values=b)
-                  for s, b in zip(strips, backgrounds)]
-        images, _ = preprocess(list(strips), self.info, width_step=BATCH_WIDTH_STEP)
-        margin = 2 * int(self.info.preprocess.get("margin", 0))  # imported Loghi models read lines with margins
-        return Batch(images, torch.tensor(widths) + margin, torch.tensor([k for i in ids for k in i], dtype=torch.long),
+        images, widths = preprocess(list(strips), self.info, width_step=BATCH_WIDTH_STEP, grounds=backgrounds)
+        return Batch(images, widths, torch.tensor([k for i in ids for k in i], dtype=torch.long),
                      torch.tensor([len(i) for i in ids], dtype=torch.long), list(texts),
                      None if all(w == 1.0 for w in weights) else torch.tensor(weights, dtype=torch.float32))
 
@@ -670,13 +662,11 @@ def train(args: argparse.Namespace) -> Path | None:
                     logits = ddp_model(batch.images.to(device, non_blocking=True, memory_format=torch.channels_last))
                 lengths = model.output_lengths(batch.widths.to(device))
                 log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # CTC in fp32 whatever the autocast
-                if batch.weights is None:
-                    loss = F.ctc_loss(log_probs, batch.targets.to(device), lengths, batch.target_lengths.to(device),
-                                      blank=0, reduction="sum", zero_infinity=True) / len(batch.texts)
-                else:  # a line of weight 2 counts as two
-                    loss = (F.ctc_loss(log_probs, batch.targets.to(device), lengths, batch.target_lengths.to(device),
-                                       blank=0, reduction="none", zero_infinity=True)
-                            * batch.weights.to(device)).sum() / len(batch.texts)
+                losses = F.ctc_loss(log_probs, batch.targets.to(device), lengths, batch.target_lengths.to(device),
+                                    blank=0, reduction="none", zero_infinity=True)
+                if batch.weights is not None:  # a line of weight 2 counts as two
+                    losses = losses * batch.weights.to(device)
+                loss = losses.sum() / len(batch.texts)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if args.grad_clip > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -140,11 +141,13 @@ def model_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def preprocess(strips: list[np.ndarray], info: ModelInfo, width_step: int = 1) -> tuple[Tensor, Tensor]:
+def preprocess(strips: list[np.ndarray], info: ModelInfo, width_step: int = 1,
+               grounds: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """uint8 line strips -> (N, C, H, W) float batch and widths (N,); the one place pixels become input.
 
     W is the widest strip rounded up to a multiple of `width_step` (training uses 32: a few dozen batch shapes
-    instead of one per width keep the CPU kernels' per-shape caches, and so the memory, bounded)."""
+    instead of one per width keep the CPU kernels' per-shape caches, and so the memory, bounded). Each strip is
+    padded with the model's pad value, or with its own entry of `grounds` (a negative's dark ground)."""
     height, channels, pp = info.height, info.channels, info.preprocess
     pad = int(pp.get("pad_value", 255))
     ready = [_fit(s, height, channels) for s in strips]
@@ -158,6 +161,8 @@ def preprocess(strips: list[np.ndarray], info: ModelInfo, width_step: int = 1) -
     batch = np.full((len(ready), height, batch_width, channels), pad, dtype=np.uint8)
     for i, s in enumerate(ready):
         batch[i, :, : s.shape[1]] = s
+        if grounds is not None and grounds[i] != pad:
+            batch[i, :, s.shape[1]:] = grounds[i]
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
     x = x.mul_(float(pp.get("scale", DEFAULT_PREPROCESS["scale"]))).add_(float(pp.get("offset", DEFAULT_PREPROCESS["offset"])))
     # and a batch padded with an input value no pixel maps to (Loghi: -10)

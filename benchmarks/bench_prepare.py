@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,29 +81,40 @@ def main() -> int:
 
 def timed(cmd: list[str]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds and peak summed resident memory (bytes) of `cmd` and its child processes."""
+    peak, cpu = [0], {}
+
+    def sample(pid: int) -> None:
+        rss = 0
+        for child, (child_rss, child_cpu) in tree(pid).items():
+            rss += child_rss
+            cpu[child] = max(cpu.get(child, 0.0), child_cpu)
+        peak[0] = max(peak[0], rss)
+
+    _, seconds = run_sampled(cmd, sample, 0.05)
+    return seconds, sum(cpu.values()), peak[0]
+
+
+def run_sampled(cmd: list[str], sample: Callable[[int], None], interval: float) -> tuple[str, float]:
+    """Run `cmd`, calling `sample(pid)` every `interval` seconds while it runs; its output and wall seconds.
+    Exits with the end of the output if the command fails."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak, cpu = [0], {}
     done = threading.Event()
 
-    def sample() -> None:
+    def loop() -> None:
         while not done.is_set():
-            rss = 0
-            for pid, (pid_rss, pid_cpu) in tree(proc.pid).items():
-                rss += pid_rss
-                cpu[pid] = max(cpu.get(pid, 0.0), pid_cpu)
-            peak[0] = max(peak[0], rss)
-            done.wait(0.05)
+            sample(proc.pid)
+            done.wait(interval)
 
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = threading.Thread(target=loop, daemon=True)
     sampler.start()
     output = proc.communicate()[0]
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
     if proc.returncode:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd[:6])} ...\n{output[-3000:]}")
-    return seconds, sum(cpu.values()), peak[0]
+        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd[:8])} ...\n{output[-3000:]}")
+    return output, seconds
 
 
 def tree(root: int) -> dict[int, tuple[int, float]]:

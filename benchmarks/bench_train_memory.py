@@ -17,12 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_prepare import TIMEUS  # noqa: E402
+from bench_prepare import TIMEUS, run_sampled  # noqa: E402
 
 VAL_PAGES = 2
 # runs the trainer in-process with another batch width step (1: the batch is as wide as its widest line)
@@ -59,28 +58,16 @@ def main() -> int:
 
 def rss_over_time(cmd: list[str]) -> tuple[list[tuple[float, int]], float]:
     """(seconds, resident bytes of the process) every half second while `cmd` runs, and its wall time."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    samples, done = [], threading.Event()
+    start, samples, page = time.perf_counter(), [], os.sysconf("SC_PAGE_SIZE")
 
-    def sample() -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not done.is_set():
-            try:
-                with open(f"/proc/{proc.pid}/statm") as f:
-                    samples.append((time.perf_counter() - start, int(f.read().split()[1]) * page))
-            except OSError:
-                pass
-            done.wait(0.5)
+    def sample(pid: int) -> None:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                samples.append((time.perf_counter() - start, int(f.read().split()[1]) * page))
+        except OSError:
+            pass
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    errors = proc.communicate()[1]
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    if proc.returncode:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd[:8])} ...\n{errors[-3000:]}")
+    _, seconds = run_sampled(cmd, sample, 0.5)
     return samples, seconds
 
 

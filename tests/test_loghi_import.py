@@ -2,6 +2,7 @@
 
 import json
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -141,10 +142,7 @@ def test_import_command_then_fine_tune_runs(tmp_path, data_dir, capsys):
     assert "give --overwrite" in capsys.readouterr().err
 
     write_list_of_strips(tmp_path, strips, texts)
-    code = main(["train", "--base-model", str(tmp_path / "ours"), "--train-list", str(tmp_path / "list.txt"),
-                 "--val-list", str(tmp_path / "list.txt"), "--output", str(tmp_path / "runs"), "--model-name", "ft",
-                 "--max-steps", "3", "--batch-size", "2", "--epochs", "1", "--no-augment", "--workers", "0",
-                 "--threads", "2"])
+    code = fine_tune_briefly(tmp_path / "ours", tmp_path, steps=3)
     out = capsys.readouterr()
     assert code == 0, out.err[-2000:]
     assert out.out.strip().splitlines()[-1].startswith("best_val: ")
@@ -158,10 +156,7 @@ def test_a_loghi_folder_is_accepted_as_base_model_directly(tmp_path, data_dir, c
     strips, texts, chars = real_strips(4)
     make_loghi_model(tmp_path / "best_val", SPECS["gru_avgpool_h48"].replace(",48,", ",64,"), chars, seed=2)
     write_list_of_strips(tmp_path, strips, texts)
-    code = main(["train", "--base-model", str(tmp_path / "best_val"), "--train-list", str(tmp_path / "list.txt"),
-                 "--val-list", str(tmp_path / "list.txt"), "--output", str(tmp_path / "runs"), "--model-name", "ft",
-                 "--max-steps", "2", "--batch-size", "2", "--epochs", "1", "--no-augment", "--workers", "0",
-                 "--threads", "2"])
+    code = fine_tune_briefly(tmp_path / "best_val", tmp_path, steps=2)
     out = capsys.readouterr()
     assert code == 0, out.err[-2000:]
     _, imported = load_model(tmp_path / "runs" / "ft" / "imported_base")
@@ -177,3 +172,11 @@ def write_list_of_strips(folder, strips, texts) -> None:
         cv2.imwrite(str(folder / "lines" / f"l{i}.png"), strip)
         entries.append(f"lines/l{i}.png\t{text}")
     (folder / "list.txt").write_text("\n".join(entries) + "\n", encoding="utf-8")
+
+
+def fine_tune_briefly(base: Path, tmp_path: Path, steps: int) -> int:
+    """`loghi-ft train --base-model BASE` for a few steps on the lines of tmp_path/list.txt, into tmp_path/runs/ft."""
+    return main(["train", "--base-model", str(base), "--train-list", str(tmp_path / "list.txt"),
+                 "--val-list", str(tmp_path / "list.txt"), "--output", str(tmp_path / "runs"), "--model-name", "ft",
+                 "--max-steps", str(steps), "--batch-size", "2", "--epochs", "1", "--no-augment", "--workers", "0",
+                 "--threads", "2"])

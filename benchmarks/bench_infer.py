@@ -164,7 +164,7 @@ def find_or_build_model(tmp: Path) -> tuple[Path, str]:
         return trained[-1].parent, "trained, from models/"
     from loghi_ft.model.folder import ModelInfo, save_model
     from loghi_ft.model.vgsl import build_model, presets
-    from loghi_ft.pagexml import find_pages, read_page
+    from loghi_ft.pages.documents import find_pages, read_page
     charset = sorted({c for p in find_pages([TIMEUS]) for line in read_page(p).lines for c in line.text})
     net = build_model(presets()["small"], len(charset) + 1)
     folder = tmp / "small-untrained"

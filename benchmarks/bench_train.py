@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prepare import TIMEUS, install_kraken, timed  # noqa: E402
 
-from loghi_ft.listfile import Sample, read_list, write_list  # noqa: E402
+from loghi_ft.pages.listfile import Sample, read_list, write_list  # noqa: E402
 from loghi_ft.model.vgsl import presets  # noqa: E402
 
 VAL_LINES = 32

@@ -167,8 +167,8 @@ def real_strips(count: int, height: int = 64) -> tuple[list[np.ndarray], list[st
     """The `count` narrowest transcribed lines of a real TIME US page (fast to run), their texts, and the page's characters."""
     from conftest import TIMEUS
 
-    from loghi_ft.lines import cut_page
-    from loghi_ft.pagexml import read_page
+    from loghi_ft.pages.lines import cut_page
+    from loghi_ft.pages.documents import read_page
 
     page = read_page(TIMEUS / "PH 1858-10.xml")
     cut = [(strip, line.text) for line, strip, _ in cut_page(page, height) if strip is not None and line.text.strip()]

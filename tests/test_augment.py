@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from conftest import TIMEUS
-from loghi_ft.augment import AUGMENTATIONS, Augment, augment
+from loghi_ft.train.augment import AUGMENTATIONS, Augment, augment
 
 
 @pytest.fixture(scope="module")
 def strips() -> list[np.ndarray]:
-    from loghi_ft.lines import cut_page
-    from loghi_ft.pagexml import read_page
+    from loghi_ft.pages.lines import cut_page
+    from loghi_ft.pages.documents import read_page
 
     page = read_page(TIMEUS / "PH 1858-10.xml")
     return [strip for _, strip, _ in cut_page(page, height=64) if strip is not None][:8]
@@ -72,7 +72,7 @@ def test_binarize_leaves_two_values(strips):
 
 def test_inversion_reports_its_dark_ground_and_collate_pads_with_it(strips):
     from loghi_ft.model.folder import ModelInfo
-    from loghi_ft.train import Collate
+    from loghi_ft.train.loop import Collate
 
     strip = strips[4]
     out, background = augment(strip, only("invert"), np.random.default_rng(0))

@@ -3,11 +3,11 @@
 import torch
 from conftest import ROOT, TIMEUS
 
-from loghi_ft.lines import cut_page
-from loghi_ft.metrics import cer
+from loghi_ft.pages.lines import cut_page
+from loghi_ft.evaluation.metrics import cer
 from loghi_ft.model.codec import Codec
 from loghi_ft.model.folder import load_model, preprocess
-from loghi_ft.pagexml import read_page
+from loghi_ft.pages.documents import read_page
 
 BASE = ROOT / "models" / "timeus-1858-small"
 # measured on these 32 lines when the model was shipped, plus a margin for the CPU's arithmetic

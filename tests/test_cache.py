@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, TIMEUS
-from loghi_ft.cache import cache_folder, ensure_cache
+from loghi_ft.pages.cache import cache_folder, ensure_cache
 from loghi_ft.errors import UserError
-from loghi_ft.lines import cut_page
-from loghi_ft.listfile import Sample, read_list, write_list
-from loghi_ft.pagexml import read_page
+from loghi_ft.pages.lines import cut_page
+from loghi_ft.pages.listfile import Sample, read_list, write_list
+from loghi_ft.pages.documents import read_page
 
 
 @pytest.fixture(scope="module")

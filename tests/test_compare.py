@@ -10,8 +10,8 @@ from lxml import html as lxml_html
 
 from conftest import IFORAL
 from loghi_ft.cli import main
-from loghi_ft.pagexml import LineResult, read_page, write_page
-from loghi_ft.report import diff_html
+from loghi_ft.pages.documents import LineResult, read_page, write_page
+from loghi_ft.evaluation.compare_page import diff_html
 
 SOURCE = IFORAL / "foral_de_gouveia_1217"
 

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import IFORAL
 from loghi_ft.cli import main
-from loghi_ft.evaluate import LineEval, PageEval, evaluate, normalize
-from loghi_ft.pagexml import find_pages, read_page
+from loghi_ft.evaluation.scoring import LineEval, PageEval, evaluate, normalize
+from loghi_ft.pages.documents import find_pages, read_page
 
 NS = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
 PAGE_XML = """<?xml version="1.0" encoding="UTF-8"?>

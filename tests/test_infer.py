@@ -16,8 +16,8 @@ from lxml import etree
 
 from conftest import FIXTURES, IFORAL, PAGE_XSD, ROOT, TIMEUS
 from loghi_ft.cli import main
-from loghi_ft.lines import cut_page
-from loghi_ft.pagexml import read_page
+from loghi_ft.pages.lines import cut_page
+from loghi_ft.pages.documents import read_page
 
 NS = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
 # a small, quick model: the tests are about the mechanics, not the readings
@@ -245,7 +245,7 @@ def test_timeus_page_in_place_keeps_its_namespace_and_regions(model, tmp_path):
 
 
 def test_onnx_export_reads_the_same_as_the_model_folder(model, tmp_path):
-    from loghi_ft.onnx_export import export
+    from loghi_ft.model.onnx import export
     onnx = export(model, tmp_path / "tiny.onnx")
     texts = []
     for source, extra, out in ((model, ["--precision", "fp32"], tmp_path / "torch"), (onnx, [], tmp_path / "onnx")):
@@ -261,7 +261,7 @@ def test_beam_search_finds_the_labelling_best_path_misses():
     import numpy as np
     import torch
 
-    from loghi_ft.decode import Decoder
+    from loghi_ft.model.decode import Decoder
     from loghi_ft.model.codec import Codec
     # each frame alone prefers the blank (0.6), but "a" sums three alignments: 0.16 + 0.24 + 0.24 = 0.64 > 0.36
     logits = torch.tensor(np.log([[[0.6, 0.4], [0.6, 0.4]]]), dtype=torch.float32)
@@ -276,7 +276,7 @@ def test_character_ngram_tips_a_close_call_toward_known_words():
     import numpy as np
     import torch
 
-    from loghi_ft.decode import CharNgram, Decoder
+    from loghi_ft.model.decode import CharNgram, Decoder
     from loghi_ft.model.codec import Codec
     codec = Codec(list("abc"))
     # frames read "a", then "c" (0.5) narrowly over "b" (0.45); the word list knows only "ab"
@@ -292,7 +292,7 @@ def test_word_spans_follow_the_aligned_frames():
     import numpy as np
     import torch
 
-    from loghi_ft.decode import Decoder, word_spans
+    from loghi_ft.model.decode import Decoder, word_spans
     from loghi_ft.model.codec import Codec
     codec = Codec(list(" ab"))
     path = [0, 2, 2, 0, 1, 1, 0, 0, 3, 0, 2, 0]  # "a", " ", "b", "a" at frames 1-2, 4-5, 8, 10

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import FIXTURES, TIMEUS
 from loghi_ft.errors import UserError
-from loghi_ft.lines import LineError, cut_line, cut_page, load_image
-from loghi_ft.pagexml import TextLine, read_page
+from loghi_ft.pages.lines import LineError, cut_line, cut_page, load_image
+from loghi_ft.pages.documents import TextLine, read_page
 
 PAGE = TIMEUS / "PH 1858-1.xml"
 

@@ -12,7 +12,7 @@ import torch
 from loghi_keras import LIBRARY, loghi_input, make_loghi_model, predict, real_strips
 from loghi_ft.cli import main
 from loghi_ft.errors import UserError
-from loghi_ft.loghi_import import UNKNOWN, import_loghi, is_loghi_model
+from loghi_ft.model.loghi import UNKNOWN, import_loghi, is_loghi_model
 from loghi_ft.model.folder import load_model, preprocess
 
 torch.set_num_threads(2)

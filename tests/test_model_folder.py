@@ -10,11 +10,11 @@ import torch
 
 from conftest import TIMEUS
 from loghi_ft.errors import UserError
-from loghi_ft.lines import cut_page
+from loghi_ft.pages.lines import cut_page
 from loghi_ft.model.codec import Codec, build_charset
 from loghi_ft.model.folder import ModelInfo, load_model, model_hash, preprocess, save_model
 from loghi_ft.model.vgsl import build_model
-from loghi_ft.pagexml import read_page
+from loghi_ft.pages.documents import read_page
 
 SPEC = "None,None,64,1 Cr3,3,8 Mp2,2,2,2 Bn Cr3,3,16 Mp2,2,2,2 Bn Rc3 Bl32 D20 Bl32"
 

@@ -10,10 +10,10 @@ import torch
 from loghi_keras import make_loghi_model, real_strips
 from loghi_ft.cli import main
 from loghi_ft.errors import UserError
-from loghi_ft.loghi_import import import_loghi
+from loghi_ft.model.loghi import import_loghi
 from loghi_ft.model.codec import Codec
 from loghi_ft.model.folder import load_model, preprocess
-from loghi_ft.onnx_export import CHARSET_KEY, OnnxRecognizer, export
+from loghi_ft.model.onnx import CHARSET_KEY, OnnxRecognizer, export
 
 torch.set_num_threads(2)
 # Keras 3 on numpy 2 warns on every weight it converts; nothing we can act on
@@ -96,7 +96,7 @@ def test_export_and_runner_refuse_bad_paths(exported, tmp_path):
 def test_infer_with_the_onnx_file_writes_the_same_text_as_with_the_folder(exported, tmp_path, capsys):
     from conftest import FIXTURES
 
-    from loghi_ft.pagexml import read_page
+    from loghi_ft.pages.documents import read_page
 
     root, _ = exported
     pages = tmp_path / "pages"

@@ -7,7 +7,7 @@ from lxml import etree
 
 from conftest import FIXTURES, IFORAL, PAGE_XSD, TIMEUS
 from loghi_ft.errors import UserError
-from loghi_ft.pagexml import LineResult, WordResult, find_pages, read_page, write_page
+from loghi_ft.pages.documents import LineResult, WordResult, find_pages, read_page, write_page
 
 PAGE2013 = FIXTURES / "170025120000003,0074.xml"
 ALTO = FIXTURES / "alto" / "bsb00084914_00007.xml"

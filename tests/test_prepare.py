@@ -9,10 +9,10 @@ import cv2
 import pytest
 
 from conftest import FIXTURES, TIMEUS
-from loghi_ft.cache import ensure_cache
+from loghi_ft.pages.cache import ensure_cache
 from loghi_ft.cli import main
-from loghi_ft.listfile import read_list
-from loghi_ft.prepare import clean_text, prepare
+from loghi_ft.pages.listfile import read_list
+from loghi_ft.pages.prepare import clean_text, prepare
 
 # five small real pages: two train (one with an empty line), two val, one test
 PAGES = ["PH 1858-32", "PH 1858-78", "PH 1858-22", "PH 1858-68", "PH 1858-74"]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, TIMEUS
 from loghi_ft.cli import main
-from loghi_ft.listfile import read_list, write_list
+from loghi_ft.pages.listfile import read_list, write_list
 
 # a tiny model on 32-pixel lines: these tests are about the mechanics (and the overfit test about learning at all)
 TINY = "None,None,32,1 Cr3,3,16 Bn Mp2,2,2,2 Cr3,3,32 Bn Mp2,2,2,2 Rc3 Bl64 D10"
@@ -24,7 +24,7 @@ QUICK = ["--threads", "1", "--workers", "0", "--no-augment", "--warmup-steps", "
 @pytest.fixture(scope="session")
 def lines(tmp_path_factory) -> Path:
     """Real timeus-1858 lines cut by `prepare`: 12 training pages, 3 validation pages, with list files."""
-    from loghi_ft.prepare import prepare
+    from loghi_ft.pages.prepare import prepare
 
     rows = list(csv.DictReader(open(TIMEUS / "splits.tsv", encoding="utf-8"), delimiter="\t"))
     pages = [TIMEUS / r["xml"] for r in rows if r["split"] == "train"][:12]
@@ -51,7 +51,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def read_lines(list_file: Path, height: int) -> tuple[list[np.ndarray], list[str]]:
-    from loghi_ft.cache import ensure_cache
+    from loghi_ft.pages.cache import ensure_cache
     cache = ensure_cache(list_file, height)
     return [cache[i][0] for i in range(len(cache))], list(cache.texts)
 
@@ -254,8 +254,8 @@ def test_default_recipe_holds_the_built_in_defaults():
 
 
 def test_width_batches_cover_every_line_once_with_little_padding(lines):
-    from loghi_ft.cache import ensure_cache
-    from loghi_ft.train import WidthBatches
+    from loghi_ft.pages.cache import ensure_cache
+    from loghi_ft.train.loop import WidthBatches
 
     widths = np.asarray(ensure_cache(lines / "training_all_train.txt", 32).widths)
     one = WidthBatches(widths, 8, seed=3)

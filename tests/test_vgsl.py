@@ -9,10 +9,10 @@ import torch
 
 from conftest import TIMEUS
 from loghi_ft.errors import UserError
-from loghi_ft.lines import cut_page
+from loghi_ft.pages.lines import cut_page
 from loghi_ft.model.folder import ModelInfo, preprocess
 from loghi_ft.model.vgsl import build_model, presets
-from loghi_ft.pagexml import read_page
+from loghi_ft.pages.documents import read_page
 
 RECOMMENDED = ("None,None,64,1 Cr3,3,24 Mp2,2,2,2 Bn Cr3,3,48 Bn Cr3,3,96 Mp2,2,2,2 Bn Cr3,3,96 Mp2,2,2,2 Bn "
                "Rc3 Bl512 D50 Bl512 D50 Bl512 D50 Bl512 D50 Bl512 D50")

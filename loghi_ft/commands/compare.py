@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loghi_ft.errors import UserError
-    from loghi_ft.report import build_report
+    from loghi_ft.evaluation.compare_page import build_report
 
     if args.name and len(args.name) != len(args.pred):
         raise UserError(f"--name given {len(args.name)} times for {len(args.pred)} --pred folders")

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loghi_ft.errors import UserError
-    from loghi_ft.evaluate import evaluate, format_table, pair_folders, to_json
+    from loghi_ft.evaluation.scoring import evaluate, format_table, pair_folders, to_json
     from loghi_ft.atomic import write_atomic
 
     if args.model is not None:
@@ -69,8 +69,8 @@ def model_pages(args: argparse.Namespace, inputs: list[Path]):
     """Run the model over the ground-truth pages in memory: one PageEval per page, nothing written."""
     import torch
 
-    from loghi_ft.evaluate import LineEval, PageEval
-    from loghi_ft.infer import cut_stream, make_decoder, open_recognizer, recognise, units
+    from loghi_ft.evaluation.scoring import LineEval, PageEval
+    from loghi_ft.inference.run import cut_stream, make_decoder, open_recognizer, recognise, units
 
     workers = args.workers if args.workers >= 0 else max(0, min(4, (os.cpu_count() or 1) - 1))
     # the cores the cutting workers leave: OpenMP threads that must share a core spin-wait (measured on 2 cores:

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loghi_ft.onnx_export import export
+    from loghi_ft.model.onnx import export
 
     path = export(args.model, args.onnx)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

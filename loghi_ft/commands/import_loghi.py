@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loghi_ft.errors import UserError
-    from loghi_ft.loghi_import import import_loghi
+    from loghi_ft.model.loghi import import_loghi
 
     if args.dst.exists() and any(args.dst.iterdir()) and not args.overwrite:
         raise UserError(f"{args.dst}: exists and is not empty; give --overwrite to replace it")

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from loghi_ft.errors import UserError
-    from loghi_ft.infer import parse_shard, run_inference
+    from loghi_ft.inference.run import parse_shard, run_inference
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loghi_ft.errors import UserError
-    from loghi_ft.prepare import EMPTY, prepare
+    from loghi_ft.pages.prepare import EMPTY, prepare
 
     report = prepare(args.inputs, args.output, split_file=args.split_file, val_fraction=args.val_fraction,
                      seed=args.seed, height=args.height, normalize=args.normalize,

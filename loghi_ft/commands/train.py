@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loghi_ft.augment import Augment
+from loghi_ft.train.augment import Augment
 from loghi_ft.commands.common import add_batch_size, add_config, add_gpu, add_output
 
 DEFAULTS = Augment()
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loghi_ft.train import gpu_list, train
+    from loghi_ft.train.loop import gpu_list, train
 
     gpus = gpu_list(args.gpu)
     if len(gpus) > 1 and "LOCAL_RANK" not in os.environ:

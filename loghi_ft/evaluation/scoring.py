@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from loghi_ft.errors import UserError
-from loghi_ft.metrics import char_errors, word_errors
+from loghi_ft.evaluation.metrics import char_errors, word_errors
 
 # measure name -> what it means; the order is the table's order
 MEASURES = {
@@ -151,7 +151,7 @@ def ratio(errors: int, length: int) -> float:
 
 def pair_folders(gt_dir: Path, pred_dir: Path) -> Iterator[PageEval]:
     """Each GT page with the same-id lines of the page at the same relative path under pred_dir."""
-    from loghi_ft.pagexml import find_pages, read_page
+    from loghi_ft.pages.documents import find_pages, read_page
 
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for name, folder in (("ground truth", gt_dir), ("predictions", pred_dir)):

@@ -17,12 +17,12 @@ from typing import Iterable
 import cv2
 from tqdm import tqdm
 
-from loghi_ft.cache import ensure_cache
+from loghi_ft.pages.cache import ensure_cache
 from loghi_ft.errors import UserError
-from loghi_ft.lines import cut_page
+from loghi_ft.pages.lines import cut_page
 from loghi_ft.atomic import write_atomic
-from loghi_ft.listfile import Sample, write_list
-from loghi_ft.pagexml import find_pages, read_page
+from loghi_ft.pages.listfile import Sample, write_list
+from loghi_ft.pages.documents import find_pages, read_page
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",

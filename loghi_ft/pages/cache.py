@@ -22,8 +22,8 @@ import numpy as np
 
 from loghi_ft.atomic import recover_folder, replace_folder, temp_folder
 from loghi_ft.errors import UserError
-from loghi_ft.lines import load_image
-from loghi_ft.listfile import Sample, read_list
+from loghi_ft.pages.lines import load_image
+from loghi_ft.pages.listfile import Sample, read_list
 
 CACHE_VERSION = 1
 PIXELS, INDEX, META = "pixels.u8", "index.npz", "meta.json"

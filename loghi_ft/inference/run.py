@@ -23,10 +23,10 @@ import numpy as np
 
 from loghi_ft import __version__
 from loghi_ft.errors import UserError
-from loghi_ft.lines import cut_page, load_image
+from loghi_ft.pages.lines import cut_page, load_image
 from loghi_ft.atomic import write_atomic
-from loghi_ft.listfile import read_list
-from loghi_ft.pagexml import LineResult, Page, WordResult, find_pages, read_page, write_page
+from loghi_ft.pages.listfile import read_list
+from loghi_ft.pages.documents import LineResult, Page, WordResult, find_pages, read_page, write_page
 
 # a page's output names the model that wrote it; the same text is in every format's metadata (see write_page)
 DONE_BY = re.compile(rb"model_hash=([0-9a-f]{16})")
@@ -107,7 +107,7 @@ class OnnxEngine:
     """An exported .onnx model run by onnxruntime, behind the same call as TorchRecognizer."""
 
     def __init__(self, path: Path):
-        from loghi_ft.onnx_export import OnnxRecognizer
+        from loghi_ft.model.onnx import OnnxRecognizer
         if not Path(path).is_file():
             raise UserError(f"{path}: ONNX model not found")
         self.recognizer = OnnxRecognizer(path)
@@ -138,7 +138,7 @@ def use_bf16(precision: str, device: str) -> bool:
     if precision != "auto":
         return precision == "bf16"
     if device == "cpu":
-        from loghi_ft.train import cpu_has_bf16
+        from loghi_ft.train.loop import cpu_has_bf16
         return cpu_has_bf16()
     import torch
     return torch.cuda.is_bf16_supported()
@@ -337,7 +337,7 @@ def aspect(strip: np.ndarray) -> float:
 def page_words(decoded, polygon: list[tuple[float, float]], frames: int, strip_width: int) -> list[WordResult]:
     """Word results with page polygons: strip x mapped linearly onto the line polygon's x-extent, then the
     polygon clipped to that band (lines.py straightens along the baseline; this is exact for straight lines)."""
-    from loghi_ft.decode import word_spans
+    from loghi_ft.model.decode import word_spans
     xs = [p[0] for p in polygon]
     left, right = min(xs), max(xs)
     scale = (right - left) / max(strip_width, 1)
@@ -434,7 +434,7 @@ def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *,
 
 
 def make_decoder(info, beam_width: int, lm: Path | None, lm_weight: float, words: bool):
-    from loghi_ft.decode import CharNgram, Decoder
+    from loghi_ft.model.decode import CharNgram, Decoder
     from loghi_ft.model.codec import Codec
     ngram = CharNgram.from_file(lm, normalization=info.normalization) if lm else None
     if ngram is not None and beam_width <= 1:

@@ -34,11 +34,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from loghi_ft import __version__
-from loghi_ft.augment import AUGMENTATIONS, Augment, augment
+from loghi_ft.train.augment import AUGMENTATIONS, Augment, augment
 from loghi_ft.atomic import recover_folder, replace_folder, write_atomic
-from loghi_ft.cache import ensure_cache
+from loghi_ft.pages.cache import ensure_cache
 from loghi_ft.errors import UserError
-from loghi_ft.metrics import ErrorCounts, char_errors, word_errors
+from loghi_ft.evaluation.metrics import ErrorCounts, char_errors, word_errors
 from loghi_ft.model.codec import Codec, build_charset
 from loghi_ft.model.folder import DEFAULT_PREPROCESS, ModelInfo, load_model, preprocess, save_model
 from loghi_ft.model.vgsl import VGSLModel, build_model
@@ -97,7 +97,7 @@ class Batch:
 
 def loghi_base_converted(base: Path, run_dir: Path, master: bool, log) -> Path:
     """A Loghi model folder given as base model is converted once into RUN/imported_base/."""
-    from loghi_ft.loghi_import import import_loghi, is_loghi_model
+    from loghi_ft.model.loghi import import_loghi, is_loghi_model
 
     if not is_loghi_model(base):
         return base

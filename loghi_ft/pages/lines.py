@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from loghi_ft.errors import UserError
-from loghi_ft.pagexml import Page, TextLine
+from loghi_ft.pages.documents import Page, TextLine
 
 # OpenCV decodes JPEG at 1/2, 1/4, 1/8 size in the DCT domain: far cheaper than decoding then shrinking
 REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,

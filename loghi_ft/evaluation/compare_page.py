@@ -14,10 +14,10 @@ from rapidfuzz.distance import Levenshtein
 
 from loghi_ft.atomic import atomic_file
 from loghi_ft.errors import UserError
-from loghi_ft.evaluate import LineEval, PageEval, evaluate, normalize
-from loghi_ft.lines import cut_page
-from loghi_ft.metrics import char_errors
-from loghi_ft.pagexml import Page, find_pages, read_page
+from loghi_ft.evaluation.scoring import LineEval, PageEval, evaluate, normalize
+from loghi_ft.pages.lines import cut_page
+from loghi_ft.evaluation.metrics import char_errors
+from loghi_ft.pages.documents import Page, find_pages, read_page
 
 STRIP_HEIGHT = 64  # pixels of the line images: the height models usually read, and legible on screen
 

@@ -1,0 +1,1 @@
+"""Batch recognition of pages: torch-free page streaming and write-back, and the run that recognises them."""

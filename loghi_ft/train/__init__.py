@@ -1,0 +1,1 @@
+"""Training and fine-tuning line recognisers: settings, data, checkpoints, the loop."""

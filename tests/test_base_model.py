@@ -6,7 +6,8 @@ from conftest import ROOT, TIMEUS
 from loghi_ft.pages.lines import cut_page
 from loghi_ft.evaluation.metrics import cer
 from loghi_ft.model.codec import Codec
-from loghi_ft.model.folder import load_model, preprocess
+from loghi_ft.model.folder import load_model
+from loghi_ft.model.pixels import preprocess
 from loghi_ft.pages.documents import read_page
 
 BASE = ROOT / "models" / "timeus-1858-small"

@@ -13,7 +13,8 @@ from loghi_keras import LIBRARY, loghi_input, make_loghi_model, predict, real_st
 from loghi_ft.cli import main
 from loghi_ft.errors import UserError
 from loghi_ft.model.loghi import UNKNOWN, import_loghi, is_loghi_model
-from loghi_ft.model.folder import load_model, preprocess
+from loghi_ft.model.folder import load_model
+from loghi_ft.model.pixels import preprocess
 
 torch.set_num_threads(2)
 # Keras 3 on numpy 2 warns on every weight it converts; nothing we can act on

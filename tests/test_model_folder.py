@@ -12,7 +12,8 @@ from conftest import TIMEUS
 from loghi_ft.errors import UserError
 from loghi_ft.pages.lines import cut_page
 from loghi_ft.model.codec import Codec, build_charset
-from loghi_ft.model.folder import ModelInfo, load_model, model_hash, preprocess, save_model
+from loghi_ft.model.folder import ModelInfo, load_model, model_hash, save_model
+from loghi_ft.model.pixels import preprocess
 from loghi_ft.model.vgsl import build_model
 from loghi_ft.pages.documents import read_page
 

@@ -12,7 +12,8 @@ from loghi_ft.cli import main
 from loghi_ft.errors import UserError
 from loghi_ft.model.loghi import import_loghi
 from loghi_ft.model.codec import Codec
-from loghi_ft.model.folder import load_model, preprocess
+from loghi_ft.model.folder import load_model
+from loghi_ft.model.pixels import preprocess
 from loghi_ft.model.onnx import CHARSET_KEY, OnnxRecognizer, export
 
 torch.set_num_threads(2)

@@ -58,7 +58,8 @@ def read_lines(list_file: Path, height: int) -> tuple[list[np.ndarray], list[str
 
 def recognise(folder: Path, strips: list[np.ndarray]) -> list[str]:
     from loghi_ft.model.codec import Codec
-    from loghi_ft.model.folder import load_model, preprocess
+    from loghi_ft.model.folder import load_model
+    from loghi_ft.model.pixels import preprocess
     model, info = load_model(folder)
     x, widths = preprocess(strips, info)
     with torch.no_grad():

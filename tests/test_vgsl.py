@@ -10,7 +10,8 @@ import torch
 from conftest import TIMEUS
 from loghi_ft.errors import UserError
 from loghi_ft.pages.lines import cut_page
-from loghi_ft.model.folder import ModelInfo, preprocess
+from loghi_ft.model.folder import ModelInfo
+from loghi_ft.model.pixels import preprocess
 from loghi_ft.model.vgsl import build_model, presets
 from loghi_ft.pages.documents import read_page
 

@@ -286,7 +286,7 @@ def recognise(cut: Iterable[CutUnit], engine, decoder, batch_size: int = 32, wor
 
 
 def recognise_window(window: list[CutUnit], engine, decoder, batch_size: int, words: bool) -> Iterator[Recognised]:
-    from loghi_ft.model.folder import preprocess
+    from loghi_ft.model.pixels import preprocess
     todo = [(u, i) for u, c in enumerate(window) if c.error is None
             for i, (_, strip, _) in enumerate(c.strips) if strip is not None]
     # similar widths share a batch: less padding to compute

@@ -40,7 +40,8 @@ from loghi_ft.pages.cache import ensure_cache
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.metrics import ErrorCounts, char_errors, word_errors
 from loghi_ft.model.codec import Codec, build_charset
-from loghi_ft.model.folder import DEFAULT_PREPROCESS, ModelInfo, load_model, preprocess, save_model
+from loghi_ft.model.folder import ModelInfo, load_model, save_model
+from loghi_ft.model.pixels import DEFAULT_PREPROCESS, preprocess
 from loghi_ft.model.vgsl import VGSLModel, build_model
 
 STATE_TENSORS = "state.safetensors"

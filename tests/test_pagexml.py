@@ -1,6 +1,7 @@
 """Reading PAGE 2013/2019 and ALTO, writing text back, refusing dangerous or broken XML."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -12,6 +13,8 @@ from loghi_ft.pages.documents import LineResult, WordResult, find_pages, read_pa
 PAGE2013 = FIXTURES / "170025120000003,0074.xml"
 ALTO = FIXTURES / "alto" / "bsb00084914_00007.xml"
 ALTO_XSD = FIXTURES / "schemas" / "alto-4-3.xsd"
+# eScriptorium's ALTO as the CREMMA and FoNDUE repositories hold it (the base model's training data); see its README
+CREMMA = Path(__file__).parent / "data" / "cremma-mss-17" / "39_eaa25_default.xml"
 NS2019 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 NS2013 = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
 
@@ -69,6 +72,19 @@ def test_reads_alto_polygons_baselines_and_strings(data_dir):
     assert first.baseline == [(848.0, 682.0), (934.0, 678.0), (1027.0, 689.0), (1214.0, 696.0), (2731.0, 700.0)]
     assert first.polygon[:2] == [(844.0, 678.0), (851.0, 635.0)]
     assert first.text.startswith("בשאול וגו' ˙")
+
+
+def test_reads_escriptorium_alto_of_the_base_model_sources():
+    page = read_page(CREMMA)
+    assert page.format == "alto" and (page.width, page.height) == (3612, 5040) and page.problems == []
+    assert page.image_path == CREMMA.parent / "39_eaa25_default.jpg"
+    assert [l.text for l in page.lines] == ["((Le Roy est a marli", "Je m'en retourne a meaux",
+                                            "et a germigny iusqu'à la feste))"]
+    assert {l.region_id for l in page.lines} == {"eSc_textblock_e6f6f3b3"}
+    last = page.lines[2]
+    assert last.id == "eSc_line_026a8011" and len(last.polygon) == 175
+    assert last.polygon[:2] == [(1029.0, 1755.0), (1016.0, 1663.0)]
+    assert last.baseline == [(1033.0, 1759.0), (2633.0, 1779.0), (2813.0, 1802.0)]
 
 
 def test_alto_line_without_shape_uses_its_box_and_words_are_joined(data_dir):
@@ -259,12 +275,13 @@ def test_page_2013_is_written_back_as_2013(tmp_path):
                                                                    {line.id})
 
 
-def test_alto_write_back_adds_no_schema_errors(tmp_path):
+@pytest.mark.parametrize("alto", [ALTO, CREMMA], ids=["kraken", "cremma"])
+def test_alto_write_back_adds_no_schema_errors(tmp_path, alto):
     schema = etree.XMLSchema(etree.parse(str(ALTO_XSD)))
-    before = schema_errors(schema, ALTO)
-    page = read_page(ALTO)
+    before = schema_errors(schema, alto)
+    page = read_page(alto)
     out = tmp_path / "out.xml"
-    write_page(ALTO, out, {l.id: LineResult(f"שורה {i}", 0.9) for i, l in enumerate(page.lines)}, {"version": "0.1.0"})
+    write_page(alto, out, {l.id: LineResult(f"שורה {i}", 0.9) for i, l in enumerate(page.lines)}, {"version": "0.1.0"})
     assert schema_errors(schema, out) == before
     assert [l.text for l in read_page(out).lines] == [f"שורה {i}" for i in range(len(page.lines))]
 

@@ -1,6 +1,9 @@
 """Lines per second and peak memory of `loghi-ft prepare` against kraken's `ketos compile`, same pages, same run.
 
-    python benchmarks/bench_prepare.py [--pages DIR] [--workers 2] [--repeats 1] [--skip-kraken]
+    python benchmarks/bench_prepare.py [--pages DIR] [--workers 2] [--repeats 1] [--skip-kraken] [--baseline DIR]
+
+--baseline times the loghi_ft of another checkout (say `git worktree add /tmp/old <commit>`) in turns with this
+one, so that a change is measured before and after under the same load.
 
 kraken 7.1.1 is installed on first use into benchmarks/.venv-kraken (with the system site packages when
 its pins allow, otherwise a plain virtual environment). Peak memory is the largest sum of the resident
@@ -34,28 +37,24 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes for both tools (default: 2)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each tool; the median is reported")
     parser.add_argument("--skip-kraken", action="store_true", help="time loghi-ft only")
+    parser.add_argument("--baseline", type=Path, help="checkout whose loghi_ft is timed too, in turns with this one")
     args = parser.parse_args()
     xmls = sorted(str(p) for p in args.pages.glob("*.xml"))
-    split_file = args.pages / "splits.tsv"
     print(f"{len(xmls)} pages in {args.pages}, {args.workers} workers, {os.cpu_count()} cores, "
           f"load average before {os.getloadavg()[0]:.1f}")
 
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
-        ours = []
+        ours, baseline = [], []
         for i in range(args.repeats):
-            out = Path(tmp) / f"ours{i}"
-            cmd = [sys.executable, "-m", "loghi_ft", "prepare", str(args.pages), "--output", str(out),
-                   "--workers", str(args.workers)] + (["--split-file", str(split_file)] if split_file.exists() else [])
-            seconds, cpu, peak = timed(cmd)
-            lines = json.loads((out / "prepare_report.json").read_text(encoding="utf-8"))["lines"]["written"]
-            ours.append((lines / seconds, lines / cpu, peak))
-            print(f"loghi-ft prepare: {lines} lines in {seconds:.1f} s = {lines / seconds:.0f} lines/s; "
-                  f"{cpu:.1f} CPU s = {lines / cpu:.0f} lines per CPU second; peak memory {peak / 2**20:.0f} MiB")
-        ours_rate, ours_cpu = statistics.median(r[0] for r in ours), statistics.median(r[1] for r in ours)
-        ours_peak = max(r[2] for r in ours)
+            ours.append(time_prepare("loghi-ft", ROOT, args, Path(tmp) / f"ours{i}"))
+            if args.baseline:
+                baseline.append(time_prepare("baseline", args.baseline.resolve(), args, Path(tmp) / f"baseline{i}"))
+        ours_rate, ours_cpu, ours_peak = medians("loghi-ft", ours)
+        if args.baseline:
+            base_rate, base_cpu, _ = medians(f"baseline {args.baseline}", baseline)
+            print(f"loghi-ft against baseline: {ours_rate / base_rate:.2f}x lines/s, "
+                  f"{ours_cpu / base_cpu:.2f}x lines per CPU second")
         if args.skip_kraken:
-            print(f"loghi-ft: median {ours_rate:.0f} lines/s, {ours_cpu:.0f} lines per CPU second, "
-                  f"peak {ours_peak / 2**20:.0f} MiB")
             return 0
 
         ketos = install_kraken()
@@ -79,7 +78,30 @@ def main() -> int:
     return 0
 
 
-def timed(cmd: list[str]) -> tuple[float, float, int]:
+def time_prepare(label: str, checkout: Path, args: argparse.Namespace, out: Path) -> tuple[float, float, int]:
+    """Lines/s, lines per CPU second and peak memory of one `prepare` by the loghi_ft of `checkout`."""
+    split_file = args.pages / "splits.tsv"
+    # run from the checkout: `python -m` puts the working folder first on the path, before the installed package
+    cmd = [sys.executable, "-m", "loghi_ft", "prepare", str(args.pages.resolve()), "--output", str(out),
+           "--workers", str(args.workers)]
+    if split_file.exists():
+        cmd += ["--split-file", str(split_file.resolve())]
+    seconds, cpu, peak = timed(cmd, cwd=checkout)
+    lines = json.loads((out / "prepare_report.json").read_text(encoding="utf-8"))["lines"]["written"]
+    print(f"{label} prepare: {lines} lines in {seconds:.1f} s = {lines / seconds:.0f} lines/s; "
+          f"{cpu:.1f} CPU s = {lines / cpu:.0f} lines per CPU second; peak memory {peak / 2**20:.0f} MiB")
+    return lines / seconds, lines / cpu, peak
+
+
+def medians(label: str, runs: list[tuple[float, float, int]]) -> tuple[float, float, int]:
+    """Median lines/s and lines per CPU second and the largest peak memory of `runs`, printed."""
+    rate, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+    peak = max(r[2] for r in runs)
+    print(f"{label}: median {rate:.0f} lines/s, {cpu:.0f} lines per CPU second, peak {peak / 2**20:.0f} MiB")
+    return rate, cpu, peak
+
+
+def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds and peak summed resident memory (bytes) of `cmd` and its child processes."""
     peak, cpu = [0], {}
 
@@ -90,15 +112,16 @@ def timed(cmd: list[str]) -> tuple[float, float, int]:
             cpu[child] = max(cpu.get(child, 0.0), child_cpu)
         peak[0] = max(peak[0], rss)
 
-    _, seconds = run_sampled(cmd, sample, 0.05)
+    _, seconds = run_sampled(cmd, sample, 0.05, cwd)
     return seconds, sum(cpu.values()), peak[0]
 
 
-def run_sampled(cmd: list[str], sample: Callable[[int], None], interval: float) -> tuple[str, float]:
+def run_sampled(cmd: list[str], sample: Callable[[int], None], interval: float,
+                cwd: Path | None = None) -> tuple[str, float]:
     """Run `cmd`, calling `sample(pid)` every `interval` seconds while it runs; its output and wall seconds.
     Exits with the end of the output if the command fails."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     done = threading.Event()
 
     def loop() -> None:

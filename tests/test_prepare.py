@@ -1,11 +1,14 @@
 """`loghi-ft prepare` on real pages: line images, list files split by page, the report, bad input."""
 
 import csv
+import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import FIXTURES, TIMEUS
@@ -76,6 +79,30 @@ def test_report_counts_pages_lines_and_skips(prepared, split_rows):
     assert report["caches"]["val"] == str(cache.folder) and len(cache) == 17
     strip, text = cache[0]
     assert strip.shape[0] == 64 and text == read_list(out / "training_all_val.txt")[0].text
+
+
+def test_caches_filled_while_cutting_are_those_built_from_the_pngs(prepared):
+    out, report = prepared
+    assert sorted(report["caches"]) == ["train", "val"]  # the test list gets its cache when first read
+
+    def contents(folder: Path) -> dict:
+        # index.npz is a zip that records when it was written: its arrays are compared, with their types
+        index = np.load(folder / "index.npz")
+        return {"pixels": hashlib.sha256((folder / "pixels.u8").read_bytes()).hexdigest(),
+                "meta": (folder / "meta.json").read_bytes(),
+                "index": {name: (index[name].dtype, index[name].tolist()) for name in index.files}}
+
+    for split in ("train", "val"):
+        list_file = out / f"training_all_{split}.txt"
+        folder = Path(report["caches"][split])
+        made = contents(folder)
+        built = (folder / "pixels.u8").stat().st_mtime_ns
+        assert ensure_cache(list_file, 64).folder == folder
+        assert (folder / "pixels.u8").stat().st_mtime_ns == built  # training finds it current: no rebuild
+        shutil.rmtree(folder)
+        rebuilt = ensure_cache(list_file, 64)
+        assert len(rebuilt) == len(read_list(list_file)) > 0
+        assert contents(folder) == made
 
 
 def test_val_fraction_splits_by_page_and_repeats_with_the_seed(tmp_path):

@@ -10,14 +10,16 @@ import random
 import re
 import time
 import unicodedata
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
-from loghi_ft.pages.cache import ensure_cache
+from loghi_ft.pages.cache import CacheWriter
 from loghi_ft.errors import UserError
 from loghi_ft.pages.lines import cut_page
 from loghi_ft.atomic import write_atomic
@@ -25,6 +27,7 @@ from loghi_ft.pages.listfile import Sample, write_list
 from loghi_ft.pages.documents import find_pages, read_page
 
 SPLITS = ("train", "val", "test")
+CACHED = ("train", "val")  # the splits whose packed strips prepare builds; training reads them
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test"}
 # measured on timeus lines: level 1 with run-length matching and the "sub" filter encodes a line in 0.6 ms,
@@ -54,6 +57,7 @@ class PageResult:
     xml_path: Path
     split: str
     samples: list[Sample] = field(default_factory=list)
+    strips: list[np.ndarray] = field(default_factory=list)  # one per sample of a CACHED split, for its cache
     skips: list[Skip] = field(default_factory=list)
     lines: int = 0  # lines read from the XML, written or not
 
@@ -71,7 +75,7 @@ class PageTask:
 def prepare(inputs: Iterable[str | Path], output: str | Path, split_file: str | Path | None = None,
             val_fraction: float = 0.1, seed: int = 1, height: int = 64, normalize: str = "NFC",
             clean_whitespace: bool = True, workers: int | None = None, progress: bool = True) -> dict:
-    """Cut every transcribed line of the pages into `output`; write the list files and the report; return it."""
+    """Cut every transcribed line of the pages into `output`; write the list files, their caches and the report."""
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     output = Path(output)
@@ -92,27 +96,27 @@ def prepare(inputs: Iterable[str | Path], output: str | Path, split_file: str | 
              for x in xmls if splits.get(x)]
     results = {x: PageResult(x, "", skips=[Skip(str(x), None, NO_SPLIT, f"{x}: not listed in {split_file}")])
                for x in xmls if not splits.get(x)}
-    for result in _run(tasks, workers, progress):
-        results[result.xml_path] = result
-    ordered = [results[x] for x in xmls]
-
-    lists = {"all": [s for r in ordered for s in r.samples]}
-    for split in SPLITS:
-        lists[split] = [s for r in ordered if r.split == split for s in r.samples]
     list_files = {"all": output / "training_all.txt"}
     for split in SPLITS:
-        if split != "test" or any(r.split == "test" for r in ordered):
+        if split != "test" or any(t.split == "test" for t in tasks):
             list_files[split] = output / f"training_all_{split}.txt"
-    for name, path in list_files.items():
-        write_list(path, lists[name])
-    # training reads packed strips, not PNGs: build them now, while the line images are fresh in the page cache
-    # (the test list gets its own when something first reads it)
-    caches = {split: str(ensure_cache(list_files[split], height).folder) for split in ("train", "val") if lists[split]}
+    # training reads packed strips, not PNGs: the train and val caches take the strips as they are cut, so no line
+    # image is decoded again (the test list gets its own cache when something first reads it)
+    with ExitStack() as stack:
+        writers = {split: stack.enter_context(CacheWriter(list_files[split], height)) for split in CACHED}
+        for result in _run(tasks, workers, progress):
+            for strip in result.strips:
+                writers[result.split].add(strip)
+            result.strips.clear()  # their pixels are in the cache: hold on to the samples only
+            results[result.xml_path] = result
+        ordered = [results[x] for x in xmls]
+        lists = {"all": [s for r in ordered for s in r.samples]}
+        for split in SPLITS:
+            lists[split] = [s for r in ordered if r.split == split for s in r.samples]
+        for name, path in list_files.items():
+            write_list(path, lists[name])
+        caches = {split: str(writer.finish().folder) for split, writer in writers.items() if lists[split]}
 
-    skips = [s for r in ordered for s in r.skips]
-    reasons: dict[str, int] = {}
-    for s in skips:
-        reasons[s.reason] = reasons.get(s.reason, 0) + 1
     seconds = time.perf_counter() - started
     written = len(lists["all"])
     report = {
@@ -122,22 +126,33 @@ def prepare(inputs: Iterable[str | Path], output: str | Path, split_file: str | 
         "normalize": normalize,
         "clean_whitespace": clean_whitespace,
         "split": f"file {split_file}" if split_file else f"val fraction {val_fraction}, seed {seed}",
-        "pages": {"found": len(xmls),
-                  "used": sum(1 for r in ordered if r.samples),
-                  "skipped": sum(1 for s in skips if s.line is None)},
-        "lines": {"found": sum(r.lines for r in ordered), "written": written,
-                  "skipped": sum(1 for s in skips if s.line is not None)},
-        "splits": {split: {"pages": sum(1 for r in ordered if r.split == split),
-                           "lines": len(lists[split])} for split in SPLITS},
-        "skipped_by_reason": reasons,
+        **_counts(ordered, lists),
         "list_files": {name: str(path) for name, path in list_files.items()},
         "caches": caches,
         "seconds": round(seconds, 2),
         "lines_per_second": round(written / seconds, 1) if seconds > 0 else None,
-        "skipped": [vars(s) for s in skips],
+        "skipped": [vars(s) for r in ordered for s in r.skips],
     }
     write_atomic(output / "prepare_report.json", json.dumps(report, ensure_ascii=False, indent=1).encode("utf-8"))
     return report
+
+
+def _counts(ordered: list[PageResult], lists: dict[str, list[Sample]]) -> dict:
+    """The report's counts of pages and lines: found, used or written, skipped, per split and per reason."""
+    skips = [s for r in ordered for s in r.skips]
+    reasons: dict[str, int] = {}
+    for s in skips:
+        reasons[s.reason] = reasons.get(s.reason, 0) + 1
+    return {
+        "pages": {"found": len(ordered),
+                  "used": sum(1 for r in ordered if r.samples),
+                  "skipped": sum(1 for s in skips if s.line is None)},
+        "lines": {"found": sum(r.lines for r in ordered), "written": len(lists["all"]),
+                  "skipped": sum(1 for s in skips if s.line is not None)},
+        "splits": {split: {"pages": sum(1 for r in ordered if r.split == split),
+                           "lines": len(lists[split])} for split in SPLITS},
+        "skipped_by_reason": reasons,
+    }
 
 
 def clean_text(text: str, normalize: str, clean_whitespace: bool) -> str:
@@ -215,7 +230,8 @@ def _run(tasks: list[PageTask], workers: int | None, progress: bool):
         if os.name == "posix":
             context.set_forkserver_preload([__name__])
         with context.Pool(workers, initializer=_worker_init) as pool:
-            for result in pool.imap_unordered(_prepare_page, tasks, chunksize=1):
+            # in page order: the caches take the strips in the order of the list files
+            for result in pool.imap(_prepare_page, tasks, chunksize=1):
                 yield result
                 bar.update()
     finally:
@@ -261,8 +277,11 @@ def _prepare_page(task: PageTask) -> PageResult:
             path = task.out_dir / name
             _write_png(path, strip)
             result.samples.append(Sample(path, texts[line.id]))
+            if task.split in CACHED:
+                result.strips.append(strip)
     except UserError as exc:
         result.samples.clear()
+        result.strips.clear()
         result.skips.append(Skip(file, None, BAD_PAGE, str(exc) if file in str(exc) else f"{file}: {exc}"))
     return result
 

@@ -7,10 +7,12 @@ import importlib
 import sys
 
 from loghi_ft import __version__
-from loghi_ft.commands.common import apply_overrides, apply_settings, load_recipe, split_overrides
+from loghi_ft import settings
+from loghi_ft.commands.common import apply_overrides, apply_settings, load_recipe
 from loghi_ft.errors import UserError
 
-# subcommand name -> module in loghi_ft.commands with add_arguments(parser) and run(args) -> int
+# subcommand name -> module in loghi_ft.commands with a Settings dataclass (see loghi_ft.settings) and
+# run(settings) -> int, or with add_arguments(parser) and run(args) -> int
 COMMANDS = {
     "prepare": "prepare",
     "train": "train",
@@ -36,20 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (module.__doc__ or "").strip().splitlines()
         # argparse %-formats help strings, so a literal % must be doubled
         p = sub.add_parser(name, help=doc[0].replace("%", "%%") if doc else None, description=module.__doc__)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if hasattr(module, "Settings"):
+            settings.add_arguments(p, module.Settings)
+        else:
+            module.add_arguments(p)
+        p.set_defaults(_run=module.run, _module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    words, overrides = split_overrides(argv)
+    words, overrides = settings.split_overrides(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(words)
         if not getattr(args, "_run", None):
             parser.print_help()
             return 2
+        if hasattr(args._module, "Settings"):
+            return int(args._run(settings.resolve(args._module.Settings, args, overrides)) or 0)
         sub = parser._subparsers._group_actions[0].choices[args.command]
         if getattr(args, "config", None):
             apply_settings(sub, args, words, load_recipe(args.config), str(args.config))

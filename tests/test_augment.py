@@ -72,7 +72,7 @@ def test_binarize_leaves_two_values(strips):
 
 def test_inversion_reports_its_dark_ground_and_collate_pads_with_it(strips):
     from loghi_ft.model.folder import ModelInfo
-    from loghi_ft.train.loop import Collate
+    from loghi_ft.train.dataset import Collate
 
     strip = strips[4]
     out, background = augment(strip, only("invert"), np.random.default_rng(0))

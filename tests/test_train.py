@@ -58,13 +58,14 @@ def read_lines(list_file: Path, height: int) -> tuple[list[np.ndarray], list[str
 
 def recognise(folder: Path, strips: list[np.ndarray]) -> list[str]:
     from loghi_ft.model.codec import Codec
+    from loghi_ft.model.decode import Decoder
     from loghi_ft.model.folder import load_model
     from loghi_ft.model.pixels import preprocess
     model, info = load_model(folder)
     x, widths = preprocess(strips, info)
     with torch.no_grad():
         logits = model(x)
-    return [text for text, _ in Codec(info.charset).greedy(logits, model.output_lengths(widths))]
+    return [d.text for d in Decoder(Codec(info.charset))(logits, model.output_lengths(widths))]
 
 
 @pytest.fixture(scope="session")
@@ -241,22 +242,9 @@ def test_user_mistakes_get_one_line_messages(lines, tmp_path, capsys):
     assert "no training lines in" in capsys.readouterr().err
 
 
-def test_default_recipe_holds_the_built_in_defaults():
-    import argparse
-    import yaml
-    from loghi_ft.commands.common import load_recipe
-    from loghi_ft.commands.train import add_arguments
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    defaults = vars(parser.parse_args(["--output", "x"]))
-    recipe = load_recipe(ROOT / "config" / "train-default.yaml")
-    assert recipe and all(defaults[k] == v for k, v in recipe.items()), yaml.safe_dump(recipe)
-
-
 def test_width_batches_cover_every_line_once_with_little_padding(lines):
     from loghi_ft.pages.cache import ensure_cache
-    from loghi_ft.train.loop import WidthBatches
+    from loghi_ft.train.dataset import WidthBatches
 
     widths = np.asarray(ensure_cache(lines / "training_all_train.txt", 32).widths)
     one = WidthBatches(widths, 8, seed=3)

@@ -25,7 +25,7 @@ from bench_prepare import TIMEUS, run_sampled  # noqa: E402
 
 VAL_PAGES = 2
 # runs the trainer in-process with another batch width step (1: the batch is as wide as its widest line)
-RUNNER = "import sys, loghi_ft.train.loop as t; t.BATCH_WIDTH_STEP = int(sys.argv[1]); " \
+RUNNER = "import sys, loghi_ft.train.dataset as t; t.BATCH_WIDTH_STEP = int(sys.argv[1]); " \
          "from loghi_ft.cli import main; sys.exit(main(sys.argv[2:]))"
 
 

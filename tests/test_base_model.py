@@ -6,6 +6,7 @@ from conftest import ROOT, TIMEUS
 from loghi_ft.pages.lines import cut_page
 from loghi_ft.evaluation.metrics import cer
 from loghi_ft.model.codec import Codec
+from loghi_ft.model.decode import Decoder
 from loghi_ft.model.folder import load_model
 from loghi_ft.model.pixels import preprocess
 from loghi_ft.pages.documents import read_page
@@ -26,5 +27,5 @@ def test_base_model_reads_held_out_test_lines(data_dir):
     x, widths = preprocess(list(strips), info)
     with torch.inference_mode():
         logits = model.eval()(x)
-    readings = [text for text, _ in Codec(info.charset).greedy(logits, model.output_lengths(widths))]
+    readings = [d.text for d in Decoder(Codec(info.charset))(logits, model.output_lengths(widths))]
     assert cer(list(texts), readings) < THRESHOLD

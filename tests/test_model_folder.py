@@ -12,6 +12,7 @@ from conftest import TIMEUS
 from loghi_ft.errors import UserError
 from loghi_ft.pages.lines import cut_page
 from loghi_ft.model.codec import Codec, build_charset
+from loghi_ft.model.decode import Decoder
 from loghi_ft.model.folder import ModelInfo, load_model, model_hash, save_model
 from loghi_ft.model.pixels import preprocess
 from loghi_ft.model.vgsl import build_model
@@ -55,8 +56,10 @@ def test_round_trip_gives_identical_outputs_on_real_lines(saved, lines):
     x, widths = preprocess([s for s, _ in lines], loaded_info)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-    texts = Codec(loaded_info.charset).greedy(loaded(x), loaded.output_lengths(widths))
-    assert len(texts) == len(lines) and all(0.0 <= conf <= 1.0 for _, conf in texts)
+        read = Decoder(Codec(loaded_info.charset))(loaded(x), loaded.output_lengths(widths))
+        expected = Decoder(Codec(info.charset))(model(x), model.output_lengths(widths))
+    assert [(d.text, d.conf) for d in read] == [(d.text, d.conf) for d in expected]
+    assert len(read) == len(lines) and any(d.text for d in read)
 
 
 def test_any_folder_holding_a_model_is_accepted(saved):

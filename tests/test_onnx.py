@@ -7,18 +7,23 @@ import onnx
 import pytest
 import torch
 
-from loghi_keras import make_loghi_model, real_strips
 from loghi_ft.cli import main
 from loghi_ft.errors import UserError
 from loghi_ft.model.loghi import import_loghi
 from loghi_ft.model.codec import Codec
+from loghi_ft.model.decode import Decoder
 from loghi_ft.model.folder import load_model
 from loghi_ft.model.pixels import preprocess
-from loghi_ft.model.onnx import CHARSET_KEY, OnnxRecognizer, export
+from loghi_ft.model.onnx import CHARSET_KEY, export
+from loghi_ft.model.recognizers import OnnxRecognizer
 
 torch.set_num_threads(2)
-# Keras 3 on numpy 2 warns on every weight it converts; nothing we can act on
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+pytestmark = [
+    # every test here starts from a Keras-built Loghi model: Keras alone takes seconds to import
+    pytest.mark.slow,
+    # Keras 3 on numpy 2 warns on every weight it converts; nothing we can act on
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+]
 
 # an imported Loghi model: batch norm, GRU and LSTM layers both ways, a one-way LSTM, a strided convolution
 SPEC = "None,None,64,1 Cr3,3,12 Bn Ap2,2,2,2 Ct3,3,2,2,16 Bn Mp2,2,2,2 Rc3 Bg32,D20 Bl24 Lfs24 Fs92"
@@ -26,6 +31,8 @@ SPEC = "None,None,64,1 Cr3,3,12 Bn Ap2,2,2,2 Ct3,3,2,2,16 Bn Mp2,2,2,2 Rc3 Bg32,
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, data_dir):
+    from loghi_keras import make_loghi_model, real_strips  # here, so that `-m "not slow"` never imports Keras
+
     root = tmp_path_factory.mktemp("onnx")
     strips, _, chars = real_strips(5)
     make_loghi_model(root / "best_val", SPEC, chars, seed=11)
@@ -42,24 +49,24 @@ def test_onnx_logits_match_pytorch_for_any_batch_and_width(exported):
         x, widths = preprocess(lines, info)
         with torch.no_grad():
             ours = model(x).numpy()
-        theirs = runner(x.numpy())
+        theirs, lengths = runner(x, widths)
         assert theirs.shape == ours.shape
-        assert np.abs(theirs - ours).max() < 1e-4
-        assert runner.output_lengths(widths.numpy()).tolist() == model.output_lengths(widths).tolist()
+        assert np.abs(theirs.numpy() - ours).max() < 1e-4
+        assert lengths.tolist() == model.output_lengths(widths).tolist()
 
 
 def test_onnx_reads_the_same_text_as_pytorch(exported):
     root, strips = exported
     model, info = load_model(root / "model")
     runner = OnnxRecognizer(root / "model.onnx")
-    codec = Codec(runner.info.charset)
+    decoder = Decoder(Codec(runner.info.charset))
     x, widths = preprocess(strips, runner.info)
     with torch.no_grad():
-        expected = codec.greedy(model(x), model.output_lengths(widths))
-    got = codec.greedy(torch.from_numpy(runner(x.numpy())), torch.from_numpy(runner.output_lengths(widths.numpy())))
-    assert [t for t, _ in got] == [t for t, _ in expected]
-    assert any(t for t, _ in got)
-    assert np.allclose([c for _, c in got], [c for _, c in expected], atol=1e-4)
+        expected = decoder(model(x), model.output_lengths(widths))
+    got = decoder(*runner(x, widths))
+    assert [d.text for d in got] == [d.text for d in expected]
+    assert any(d.text for d in got)
+    assert np.allclose([d.conf for d in got], [d.conf for d in expected], atol=1e-4)
 
 
 def test_onnx_metadata_rebuilds_the_model_description(exported):

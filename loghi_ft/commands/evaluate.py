@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -67,20 +66,16 @@ def run(args: argparse.Namespace) -> int:
 
 def model_pages(args: argparse.Namespace, inputs: list[Path]):
     """Run the model over the ground-truth pages in memory: one PageEval per page, nothing written."""
-    import torch
-
     from loghi_ft.evaluation.scoring import LineEval, PageEval
-    from loghi_ft.inference.run import cut_stream, make_decoder, open_recognizer, recognise, units
+    from loghi_ft.inference.recognise import recognise_pages
+    from loghi_ft.model.recognizers import open_recognizer
 
-    workers = args.workers if args.workers >= 0 else max(0, min(4, (os.cpu_count() or 1) - 1))
-    # the cores the cutting workers leave: OpenMP threads that must share a core spin-wait (measured on 2 cores:
-    # 2 threads beside 1 worker took 10x the CPU time and 5x the wall time of 1 thread)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    engine = open_recognizer(args.model, args.gpu, args.precision)
-    decoder = make_decoder(engine.info, args.beam_width, args.lm, args.lm_weight, False)
-    todo = (u for u in units(inputs, None, warn=lambda m: print(f"loghi-ft: {m}", file=sys.stderr))
-            if u.xml_path is not None)
-    for r in recognise(cut_stream(todo, engine.info.height, workers), engine, decoder, args.batch_size):
+    recognizer = open_recognizer(args.model, args.gpu, args.precision)
+    recognised = recognise_pages(inputs, recognizer, batch_size=args.batch_size, beam_width=args.beam_width,
+                                 lm=args.lm, lm_weight=args.lm_weight, workers=args.workers,
+                                 skip=lambda unit: unit.xml_path is None,
+                                 log=lambda m: print(f"loghi-ft: {m}", file=sys.stderr))
+    for r in recognised:
         if r.page is None:
             yield PageEval(r.unit.key, [], problem=f"not scored: {r.error}")
             continue

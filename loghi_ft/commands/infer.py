@@ -9,7 +9,6 @@ model is skipped unless --overwrite; each page is written whole or not at all.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -44,22 +43,17 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from loghi_ft.errors import UserError
-    from loghi_ft.inference.run import parse_shard, run_inference
+    from loghi_ft.inference.pages import parse_shard
+    from loghi_ft.inference.recognise import run_inference
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.beam_width < 1:
         raise UserError(f"--beam-width {args.beam_width}: must be at least 1")
-    workers = args.workers if args.workers >= 0 else max(0, min(4, (os.cpu_count() or 1) - 1))
-    # the cores the cutting workers leave: OpenMP threads that must share a core spin-wait (measured on 2 cores:
-    # 2 threads beside 1 worker took 10x the CPU time and 5x the wall time of 1 thread)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
     summary = run_inference(args.inputs, args.model, None if args.in_place else args.output,
                             batch_size=args.batch_size, gpu=args.gpu, beam_width=args.beam_width,
-                            overwrite=args.overwrite, shard=parse_shard(args.shard), workers=workers,
+                            overwrite=args.overwrite, shard=parse_shard(args.shard), workers=args.workers,
                             words=args.words, lm=args.lm, lm_weight=args.lm_weight, precision=args.precision,
                             log=lambda m: print(f"loghi-ft: {m}", file=sys.stderr))
     print(f"infer: {summary.text()}")

@@ -1,1 +1,1 @@
-"""Batch recognition of pages: torch-free page streaming and write-back, and the run that recognises them."""
+"""Batch recognition of pages: pages.py streams, cuts and writes them (no torch), recognise.py runs the model."""

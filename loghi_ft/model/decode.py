@@ -1,4 +1,10 @@
-"""CTC decoding: best path or prefix beam search (optionally biased by a character n-gram), confidences, word spans."""
+"""CTC decoding: best path or prefix beam search (optionally biased by a character n-gram), confidences, word spans.
+
+A line's confidence is the geometric mean, over its recognised characters, of each character's best frame
+probability (the highest softmax probability within the run of frames that emits it); a line read as empty gets
+the geometric mean of its frames' best probabilities. A geometric mean stays comparable between short and long
+lines, unlike the product.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +35,8 @@ class CharSpan:
 @dataclass
 class Decoded:
     text: str
-    conf: float                                              # in [0, 1], as Codec.greedy defines it
-    chars: list[CharSpan] = field(default_factory=list)  # frames per character; filled when words are asked for
+    conf: float                                          # in [0, 1], as the module's docstring defines it
+    chars: list[CharSpan] = field(default_factory=list)  # the characters read, with their frames
 
 
 @dataclass
@@ -96,43 +102,45 @@ class CharNgram:
 
 
 class Decoder:
-    """Turns logits (N, T, K) and valid lengths into text with a confidence (and character frames for words)."""
+    """Turns logits or log-probabilities (N, T, K) and valid lengths into text, its confidence and its frames.
+
+    Greedy (best path) when beam_width <= 1, else prefix beam search. The text is stripped of leading and
+    trailing whitespace, the same for validation in training as for inference."""
 
     def __init__(self, codec: Codec, beam_width: int = 1, lm: CharNgram | None = None, lm_weight: float = 0.3,
-                 length_bonus: float = 0.0, prune: float = 1e-3, frames: bool = False):
+                 length_bonus: float = 0.0, prune: float = 1e-3):
         self.codec = codec
         self.beam_width = beam_width
         self.lm = lm
         self.lm_weight = lm_weight
         self.length_bonus = length_bonus
         self.log_prune = math.log(prune)
-        self.frames = frames
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor) -> list[Decoded]:
-        if self.beam_width <= 1:
-            read = self.codec.greedy(logits, lengths)
-            if not self.frames:
-                return [Decoded(text.strip(), conf) for text, conf in read]
+        # log_softmax of log-probabilities gives them back: either may come in
         logp = torch.log_softmax(logits.detach().float(), -1).cpu().numpy()
-        if self.beam_width <= 1:
-            return [Decoded(text.strip(), conf, self.best_path(logp[n, : int(length)]))
-                    for n, ((text, conf), length) in enumerate(zip(read, lengths.tolist()))]
         out = []
         for n, length in enumerate(lengths.tolist()):
             row = logp[n, : int(length)]
-            chars = self.aligned(row, self.beam_search(row)) if row.shape[0] else []
+            if self.beam_width <= 1:
+                chars = self.best_path(row)
+            else:
+                chars = self.aligned(row, self.beam_search(row)) if row.shape[0] else []
             out.append(Decoded("".join(c.char for c in chars).strip(), confidence(chars, row), chars))
         return out
 
     def best_path(self, logp: np.ndarray) -> list[CharSpan]:
-        """The greedy path's characters with their runs of frames (the same path Codec.greedy reads)."""
+        """The most probable frame by frame: runs of one label merged, blanks dropped."""
         if not logp.shape[0]:
             return []
-        best = logp.argmax(-1)
-        starts = np.flatnonzero(np.r_[True, best[1:] != best[:-1]])
-        ends = np.r_[starts[1:], len(best)]
-        return [CharSpan(self.codec.charset[k - 1], int(a), int(b), float(np.exp(logp[a:b, k].max())))
-                for k, a, b in zip(best[starts].tolist(), starts, ends) if k != 0]
+        ids = logp.argmax(-1)
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        ends = np.r_[starts[1:], len(ids)]
+        # a run's label is the best of each of its frames, so its best frame's probability is the run's maximum
+        probs = np.exp(np.maximum.reduceat(logp.max(-1), starts))
+        keep = ids[starts] != 0
+        return [CharSpan(self.codec.charset[k - 1], a, b, p) for k, a, b, p in
+                zip(ids[starts][keep].tolist(), starts[keep].tolist(), ends[keep].tolist(), probs[keep].tolist())]
 
     def aligned(self, logp: np.ndarray, ids: list[int]) -> list[CharSpan]:
         """The labels with the frames of their best alignment and their best frame's probability."""
@@ -224,8 +232,7 @@ def align(logp: np.ndarray, ids: list[int]) -> list[tuple[int, int]]:
 
 
 def confidence(chars: list[CharSpan], logp: np.ndarray) -> float:
-    """Codec.greedy's confidence for any alignment: geometric mean of the characters' best frame probabilities,
-    or of the frames' best probabilities when nothing was read."""
+    """A line's confidence (see the module's docstring) for any alignment of its characters."""
     if chars:
         return float(math.exp(sum(math.log(max(c.prob, 1e-12)) for c in chars) / len(chars)))
     return float(np.exp(logp.max(-1).mean())) if logp.shape[0] else 0.0

@@ -1,11 +1,12 @@
-"""Models out as ONNX: one file, dynamic batch and width, the charset and ModelInfo in its metadata; and its runner.
+"""Models out as ONNX: one file, dynamic batch and width, the charset and ModelInfo in its metadata.
 
-The ONNX graph maps `image` (N, C, H, W) float32, exactly what `model.folder.preprocess` makes, to
+The ONNX graph maps `image` (N, C, H, W) float32, exactly what `model.pixels.preprocess` makes, to
 `logits` (N, T, K): raw scores, softmax not applied, row 0 the CTC blank, as `VGSLModel.forward`. It
 carries no lengths: a line of width w (its width inside the padded batch) has `output_lengths(w)` valid
 frames, computed from the spec in the metadata as the PyTorch model does. Metadata keys:
 `loghi_ft.model_info` (ModelInfo as JSON: spec, height, channels, charset, preprocess, ...) and
 `loghi_ft.charset` (the charset alone, JSON), for tools that know nothing of loghi-ft.
+model/recognizers.py runs such a file (`OnnxRecognizer`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 from loghi_ft.errors import UserError
 from loghi_ft.atomic import write_atomic
@@ -59,46 +58,3 @@ def export(model_folder: str | Path, onnx_path: str | Path) -> Path:
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(onnx_path, graph.SerializeToString())
     return onnx_path
-
-
-class OnnxRecognizer:
-    """An exported model run by onnxruntime: logits for preprocessed batches, and their valid lengths."""
-
-    def __init__(self, path: str | Path, providers: list[str] | None = None):
-        import onnxruntime as ort
-        import torch
-
-        from loghi_ft.model.folder import ModelInfo
-        from loghi_ft.model.vgsl import build_model
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"{self.path}: ONNX model not found")
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own unexported exception types
-            raise UserError(f"{self.path}: not a loadable ONNX model ({exc})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if INFO_KEY not in meta:
-            raise UserError(f"{self.path}: no {INFO_KEY} in its metadata; not exported by loghi-ft")
-        try:
-            self.info = ModelInfo(**json.loads(meta[INFO_KEY]))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise UserError(f"{self.path}: unreadable {INFO_KEY} metadata ({exc})") from None
-        # the lengths come from the same code as the PyTorch model's, on a weightless copy of it
-        with torch.device("meta"):
-            self._shape_model = build_model(self.info.spec, len(self.info.charset) + 1)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (N, T, K) for a preprocessed float32 batch (N, C, H, W)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        want = (self.info.channels, self.info.height)
-        if batch.ndim != 4 or (batch.shape[1], batch.shape[2]) != want:
-            raise ValueError(f"expected a batch (N, {want[0]}, {want[1]}, W), got {batch.shape}")
-        return self.session.run(["logits"], {"image": batch})[0]
-
-    def output_lengths(self, widths) -> np.ndarray:
-        """Valid output frames for input widths (N,), as VGSLModel.output_lengths."""
-        import torch
-
-        return self._shape_model.output_lengths(torch.as_tensor(np.asarray(widths), dtype=torch.long)).numpy()

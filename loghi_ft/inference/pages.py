@@ -1,37 +1,34 @@
-"""Batch recognition: stream pages, cut lines on worker processes, recognise width-sorted batches, write the text back.
-
-Torch is imported only where a model runs: the cutting workers import this module and need none of it.
+"""The torch-free half of inference: pages (and list-file line images) streamed in, cut on worker processes, and the
+recognised text written back. The cutting workers import this module alone: it must never import torch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import sys
-import time
 import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from loghi_ft import __version__
-from loghi_ft.errors import UserError
-from loghi_ft.pages.lines import cut_page, load_image
 from loghi_ft.atomic import write_atomic
-from loghi_ft.pages.listfile import read_list
+from loghi_ft.errors import UserError
 from loghi_ft.pages.documents import LineResult, Page, WordResult, find_pages, read_page, write_page
+from loghi_ft.pages.lines import cut_page, load_image
+from loghi_ft.pages.listfile import read_list
+
+if TYPE_CHECKING:
+    from loghi_ft.model.decode import WordSpan
 
 # a page's output names the model that wrote it; the same text is in every format's metadata (see write_page)
 DONE_BY = re.compile(rb"model_hash=([0-9a-f]{16})")
 LIST_CHUNK = 64  # line images of a list file cut per worker task
-BATCH_COLUMNS = 1024  # padded input columns per line of --batch-size that one batch may hold (bounds memory)
 
 
 @dataclass
@@ -76,85 +73,6 @@ class Summary:
         parts.append(f"{skipped} pages skipped" + (": " + ", ".join(f"{n} {why}" for why, n in
                                                                      self.skipped.most_common()) if skipped else ""))
         return "; ".join(parts)
-
-
-# ---------------------------------------------------------------- recognisers
-
-class TorchRecognizer:
-    """A model folder on a torch device: a preprocessed batch -> logits (N, T, K) and valid lengths."""
-
-    def __init__(self, path: Path, device: str = "cpu", bf16: bool = False):
-        from loghi_ft.model.folder import find_model_folder, load_model, model_hash
-        folder = find_model_folder(path)
-        self.model, self.info = load_model(folder, device)
-        import torch
-        self.model.to(memory_format=torch.channels_last)  # NHWC convolutions run faster, on CPU as on GPU
-        self.device = device
-        self.bf16 = bf16
-        self.hash = model_hash(folder)
-        self.name = f"{folder.parent.name}/{folder.name}" if folder.name in ("best_val", "last") else folder.name
-
-    def __call__(self, batch, widths):
-        import torch
-        with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model(x)
-            return logits.float().cpu(), self.model.output_lengths(widths).cpu()
-
-
-class OnnxEngine:
-    """An exported .onnx model run by onnxruntime, behind the same call as TorchRecognizer."""
-
-    def __init__(self, path: Path):
-        from loghi_ft.model.onnx import OnnxRecognizer
-        if not Path(path).is_file():
-            raise UserError(f"{path}: ONNX model not found")
-        self.recognizer = OnnxRecognizer(path)
-        self.info = self.recognizer.info
-        digest = hashlib.sha256(Path(path).read_bytes())
-        self.hash = digest.hexdigest()[:16]
-        self.name = Path(path).name
-
-    def __call__(self, batch, widths):
-        import torch
-        logits = self.recognizer(batch.numpy().astype(np.float32, copy=False))
-        lengths = self.recognizer.output_lengths(widths.numpy())
-        return torch.as_tensor(np.asarray(logits)), torch.as_tensor(np.asarray(lengths))
-
-
-def open_recognizer(path: Path, gpu: str = "-1", precision: str = "auto"):
-    """A TorchRecognizer for a model folder, or an OnnxEngine for a .onnx file."""
-    if str(path).lower().endswith(".onnx"):
-        return OnnxEngine(Path(path))
-    device = device_for(gpu)
-    return TorchRecognizer(Path(path), device, use_bf16(precision, device))
-
-
-def use_bf16(precision: str, device: str) -> bool:
-    """bf16 when asked, or for auto where the device computes in it: GPUs that have it, CPUs with AVX512-BF16 or
-    AMX (a forward pass of `small` 0.28 -> 0.17 s; on the 308 timeus test lines the base model's CER was 7.61% in
-    fp32 and 7.66% in bf16, an earlier one's 7.61% and 7.59%)."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device == "cpu":
-        from loghi_ft.train.loop import cpu_has_bf16
-        return cpu_has_bf16()
-    import torch
-    return torch.cuda.is_bf16_supported()
-
-
-def device_for(gpu: str) -> str:
-    """Torch device of a --gpu value: -1 is the CPU; for several GPUs, inference uses the first (shard for more)."""
-    first = str(gpu).split(",")[0].strip()
-    if first in ("", "-1"):
-        return "cpu"
-    import torch
-    if not first.isdigit():
-        raise UserError(f"--gpu {gpu}: expected -1, a GPU number or numbers like 0,1")
-    if not torch.cuda.is_available() or int(first) >= torch.cuda.device_count():
-        raise UserError(f"--gpu {gpu}: no such CUDA GPU here ({torch.cuda.device_count()} visible); use --gpu -1")
-    return f"cuda:{first}"
 
 
 # ---------------------------------------------------------------- input
@@ -267,82 +185,16 @@ def cut_stream(todo: Iterable[Unit], height: int, workers: int) -> Iterator[CutU
                 f.cancel()
 
 
-# ---------------------------------------------------------------- recognition
+# ---------------------------------------------------------------- word geometry
 
-def recognise(cut: Iterable[CutUnit], engine, decoder, batch_size: int = 32, words: bool = False
-              ) -> Iterator[Recognised]:
-    """Recognise the lines of consecutive units together, sorted by width, yielding each unit in input order."""
-    window_lines = 8 * batch_size  # enough lines to find similar widths, few enough to write pages steadily
-    window: list[CutUnit] = []
-    count = 0
-    for c in cut:
-        window.append(c)
-        count += len(c.strips)
-        if count >= window_lines:
-            yield from recognise_window(window, engine, decoder, batch_size, words)
-            window, count = [], 0
-    if window:
-        yield from recognise_window(window, engine, decoder, batch_size, words)
-
-
-def recognise_window(window: list[CutUnit], engine, decoder, batch_size: int, words: bool) -> Iterator[Recognised]:
-    from loghi_ft.model.pixels import preprocess
-    todo = [(u, i) for u, c in enumerate(window) if c.error is None
-            for i, (_, strip, _) in enumerate(c.strips) if strip is not None]
-    # similar widths share a batch: less padding to compute
-    todo.sort(key=lambda ui: aspect(window[ui[0]].strips[ui[1]][1]))
-    read: dict[tuple[int, int], LineResult] = {}
-    for batch in batches(todo, [aspect(window[u].strips[i][1]) * engine.info.height for u, i in todo], batch_size):
-        strips = [window[u].strips[i][1] for u, i in batch]
-        x, widths = preprocess(strips, engine.info)
-        logits, lengths = engine(x, widths)
-        for (u, i), decoded, frames, width in zip(batch, decoder(logits, lengths), lengths.tolist(), widths.tolist()):
-            # PAGE XML readers expect composed characters, whatever normalisation the model was trained on
-            result = LineResult(unicodedata.normalize("NFC", decoded.text), decoded.conf)
-            page = window[u].page
-            if words and page is not None:
-                result.words = page_words(decoded, page.lines[i].polygon, int(frames), int(width))
-            read[(u, i)] = result
-    for u, c in enumerate(window):
-        if c.error is not None:
-            yield Recognised(c.unit, c.page, {}, error=c.error)
-            continue
-        results, failed = {}, {}
-        for i, (line_id, strip, why) in enumerate(c.strips):
-            # an uncut line is written empty: its old text must not pass for a reading
-            results[line_id] = read.get((u, i)) or LineResult("", 0.0)
-            if strip is None:
-                failed[line_id] = why or f"line {line_id}: not cut"
-        yield Recognised(c.unit, c.page, results, failed)
-
-
-def batches(items: list, widths: list[float], batch_size: int) -> Iterator[list]:
-    """Consecutive batches of at most batch_size items and batch_size * BATCH_COLUMNS padded columns:
-    long lines come in smaller batches, so memory does not grow with line width."""
-    batch: list = []
-    for item, width in zip(items, widths):
-        if batch and (len(batch) == batch_size or (len(batch) + 1) * width > batch_size * BATCH_COLUMNS):
-            yield batch
-            batch = []
-        batch.append(item)
-    if batch:
-        yield batch
-
-
-def aspect(strip: np.ndarray) -> float:
-    """Width per unit of height: the strip's width once scaled to the model's height."""
-    return strip.shape[1] / max(strip.shape[0], 1)
-
-
-def page_words(decoded, polygon: list[tuple[float, float]], frames: int, strip_width: int) -> list[WordResult]:
+def page_words(spans: list[WordSpan], polygon: list[tuple[float, float]], strip_width: int) -> list[WordResult]:
     """Word results with page polygons: strip x mapped linearly onto the line polygon's x-extent, then the
     polygon clipped to that band (lines.py straightens along the baseline; this is exact for straight lines)."""
-    from loghi_ft.model.decode import word_spans
     xs = [p[0] for p in polygon]
     left, right = min(xs), max(xs)
     scale = (right - left) / max(strip_width, 1)
     out = []
-    for w in word_spans(decoded.chars, frames, strip_width):
+    for w in spans:
         clipped = clip_band(polygon, left + w.x0 * scale, left + w.x1 * scale)
         out.append(WordResult(unicodedata.normalize("NFC", w.text), w.conf, clipped))
     return out
@@ -370,39 +222,14 @@ def clip_band(polygon: list[tuple[float, float]], x0: float, x1: float) -> list[
     return clip(points, lambda p: p[0] <= x1, x1) if points else []
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- writing back
 
-def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *, batch_size: int = 32,
-                  gpu: str = "-1", beam_width: int = 1, overwrite: bool = False, shard: tuple[int, int] = (1, 1),
-                  workers: int = 1, words: bool = False, lm: Path | None = None, lm_weight: float = 0.3,
-                  precision: str = "auto", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Summary:
-    """Recognise every page of the inputs and write it to `output` (mirroring the input tree), or in place."""
-    start = time.perf_counter()
-    if output is not None:
-        check_writable(output)
-    engine = open_recognizer(model, gpu, precision)
-    decoder = make_decoder(engine.info, beam_width, lm, lm_weight, words)
-    metadata = {"version": __version__, "model": engine.name, "model_hash": engine.hash,
-                "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "decoder": "greedy" if beam_width <= 1 else f"beam{beam_width}" + ("+lm" if lm else "")}
-    summary = Summary()
-    written: set[Path] = set()
-
-    def todo() -> Iterator[Unit]:
-        for unit in units(inputs, output, shard, warn=log):
-            if unit.xml_path is None:
-                yield unit
-            elif unit.output_path in written:
-                summary.skipped["with the same output path as an earlier page"] += 1
-                log(f"{unit.xml_path}: skipped, its output {unit.output_path} was already written in this run")
-            elif not overwrite and done_by(unit.output_path) == engine.hash:
-                summary.skipped["already done by this model"] += 1
-            else:
-                written.add(unit.output_path)
-                yield unit
-
+def write_back(recognised: Iterable[Recognised], metadata: dict[str, str], summary: Summary,
+               log: Callable[[str], None]) -> None:
+    """Write each page to its output path (whole or not at all) and each list file's readings to its results file
+    (`path<TAB>confidence<TAB>text`); count in `summary` what was written and what was not, and say why."""
     listed: dict[Path, list[str]] = {}
-    for r in recognise(cut_stream(todo(), engine.info.height, workers), engine, decoder, batch_size, words=words):
+    for r in recognised:
         summary.lines_failed += len(r.failed)
         for why in r.failed.values():
             log(f"{r.unit.xml_path or r.unit.key}: {why}")
@@ -429,17 +256,6 @@ def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *,
         except OSError as exc:
             raise UserError(f"{target}: could not write the results file ({exc.strerror})") from None
         log(f"wrote {target} ({len(rows)} lines)")
-    summary.seconds = time.perf_counter() - start
-    return summary
-
-
-def make_decoder(info, beam_width: int, lm: Path | None, lm_weight: float, words: bool):
-    from loghi_ft.model.decode import CharNgram, Decoder
-    from loghi_ft.model.codec import Codec
-    ngram = CharNgram.from_file(lm, normalization=info.normalization) if lm else None
-    if ngram is not None and beam_width <= 1:
-        raise UserError("--lm biases the beam search: give --beam-width too (e.g. 10)")
-    return Decoder(Codec(info.charset), beam_width, ngram, lm_weight, frames=words)
 
 
 def check_writable(folder: Path) -> None:

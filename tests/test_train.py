@@ -191,6 +191,24 @@ def test_sigint_mid_epoch_writes_last_and_leaves_a_loadable_best_val(lines, tmp_
     load_model(tmp_path / "sig" / "last")
 
 
+def test_a_run_killed_without_warning_resumes_from_its_last_validation(lines, tmp_path, capsys):
+    common = ["--train-list", str(lines / "training_all_train.txt"), "--val-list",
+              str(subset(lines, "val", "killval", lambda s: s[:4])), "--spec", TINY, "--output", str(tmp_path),
+              "--model-name", "kill", "--epochs", "5", "--batch-size", "4", "--val-every", "3", *QUICK]
+    proc = run_cli(["loghi_ft", "train", *common], start_new_session=True)
+    last = tmp_path / "kill" / "last" / "state.json"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: only what was on disk survives
+    proc.communicate(timeout=60)
+    state = json.loads(last.read_text(encoding="utf-8"))
+    assert state["step"] % 3 == 0 and state["step"] == state["rows"][-1]["step"] > 0
+    assert main(["train", *common, "--resume", "--max-steps", str(state["step"] + 2)]) == 0
+    assert f"resuming from {tmp_path / 'kill' / 'last'}: epoch 1, step {state['step']}" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_small_preset_learns_to_read_held_out_lines(lines, tmp_path):
     # from scratch: about 390 training lines of 12 pages, 300 steps of 16; validation on the 95 lines of 3 other pages.

@@ -363,6 +363,9 @@ def validate_and_keep(v: Validation, p: Progress, train_loss: float, speed: floa
         else:
             p.bad_validations += 1
         write_metrics(v.run_dir, p.rows)
+        # last/ after every validation too: a run killed without warning (a lost session, a pre-empted node)
+        # resumes from here rather than from nothing
+        write_checkpoint(v.run_dir, v.model, v.info, optimizer, dict(asdict(p), args=v.settings))
         if v.writer:
             for key in ("val_loss", "val_cer", "val_wer"):
                 v.writer.add_scalar(key.replace("_", "/", 1), p.rows[-1][key], p.step)

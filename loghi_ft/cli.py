@@ -1,4 +1,4 @@
-"""The `loghi-ft` command: parses options and hands them to one subcommand."""
+"""The `loghi-ft` command: parses options into one subcommand's settings and hands them to it."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import argparse
 import importlib
 import sys
 
-from loghi_ft import __version__
-from loghi_ft import settings
-from loghi_ft.commands.common import apply_overrides, apply_settings, load_recipe
+from loghi_ft import __version__, settings
 from loghi_ft.errors import UserError
 
 # subcommand name -> module in loghi_ft.commands with a Settings dataclass (see loghi_ft.settings) and
-# run(settings) -> int, or with add_arguments(parser) and run(args) -> int
+# run(settings) -> int
 COMMANDS = {
     "prepare": "prepare",
     "train": "train",
@@ -29,20 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"loghi-ft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"loghi_ft.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"loghi_ft.commands.{module_name}":
-                raise
-            continue
+        module = importlib.import_module(f"loghi_ft.commands.{module_name}")
         doc = (module.__doc__ or "").strip().splitlines()
         # argparse %-formats help strings, so a literal % must be doubled
         p = sub.add_parser(name, help=doc[0].replace("%", "%%") if doc else None, description=module.__doc__)
-        if hasattr(module, "Settings"):
-            settings.add_arguments(p, module.Settings)
-        else:
-            module.add_arguments(p)
-        p.set_defaults(_run=module.run, _module=module)
+        settings.add_arguments(p, module.Settings)
+        p.set_defaults(_module=module)
     return parser
 
 
@@ -52,16 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(words)
-        if not getattr(args, "_run", None):
+        module = getattr(args, "_module", None)
+        if module is None:
             parser.print_help()
             return 2
-        if hasattr(args._module, "Settings"):
-            return int(args._run(settings.resolve(args._module.Settings, args, overrides)) or 0)
-        sub = parser._subparsers._group_actions[0].choices[args.command]
-        if getattr(args, "config", None):
-            apply_settings(sub, args, words, load_recipe(args.config), str(args.config))
-        apply_overrides(sub, args, overrides)
-        return int(args._run(args) or 0)
+        return int(module.run(settings.resolve(module.Settings, args, overrides)) or 0)
     except UserError as exc:
         print(f"loghi-ft: error: {exc}", file=sys.stderr)
         return 1

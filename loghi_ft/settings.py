@@ -22,10 +22,11 @@ OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 
 
 def setting(default=None, help: str = "", *, choices: tuple | None = None, group: str | None = None,
-            positional: bool = False, required: bool = False, metavar: str | None = None):
-    """A dataclass field that is also a command-line option; a list default is copied for each instance."""
+            positional: bool = False, required: bool = False, metavar: str | None = None, repeat: bool = False):
+    """A dataclass field that is also a command-line option; a list default is copied for each instance.
+    A list takes its values after one flag (`--train-list a b`), or one per flag with `repeat` (`--pred a --pred b`)."""
     meta = {"help": help, "choices": choices, "group": group, "positional": positional, "required": required,
-            "metavar": metavar}
+            "metavar": metavar, "repeat": repeat}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -72,10 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
             options.update(type=elem if elem is not str else None, choices=meta.get("choices"),
                            metavar=meta.get("metavar"))
             if many:
-                options["nargs"] = "+"
+                options.update(action="append") if meta.get("repeat") else options.update(nargs="+")
         if meta.get("positional"):
-            options.pop("default")
-            options["nargs"] = "+" if many else None
+            options["nargs"] = ("+" if meta.get("required") else "*") if many else None
             target.add_argument(f.name, **{k: v for k, v in options.items() if v is not None})
         else:
             target.add_argument("--" + f.name.replace("_", "-"), **{k: v for k, v in options.items() if v is not None})
@@ -196,6 +196,8 @@ def command_words(settings) -> list[str]:
         flag = [] if f.metadata.get("positional") else ["--" + f.name.replace("_", "-")]
         if value is True:
             words += flag
+        elif f.metadata.get("repeat"):
+            words += [w for v in value for w in (*flag, str(v))]
         else:
             words += flag + [str(v) for v in (value if isinstance(value, list) else [value])]
     return words

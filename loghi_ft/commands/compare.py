@@ -8,20 +8,24 @@ filterable to lines where the models disagree or all fail, and sortable by CER.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt", type=Path, required=True, help="folder of ground-truth PAGE XML with its images")
-    parser.add_argument("--pred", type=Path, action="append", required=True,
-                        help="folder of one model's predicted PAGE XML; give --pred once per model")
-    parser.add_argument("--name", action="append", help="display name of each --pred, in the same order (default: folder names)")
-    parser.add_argument("--html", type=Path, required=True, help="the report file to write")
+from loghi_ft.settings import setting
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Settings:
+    gt: Path | None = setting(None, "folder of ground-truth PAGE XML with its images", required=True)
+    pred: list[Path] = setting([], "folder of one model's predicted PAGE XML; give --pred once per model",
+                               repeat=True, required=True)
+    name: list[str] = setting([], "display name of each --pred, in the same order (default: folder names)",
+                              repeat=True)
+    html: Path | None = setting(None, "the report file to write", required=True)
+
+
+def run(args: Settings) -> int:
     from loghi_ft.errors import UserError
     from loghi_ft.evaluation.compare_page import build_report
 

@@ -7,38 +7,32 @@ wrong and are reported; ground-truth lines without text are not scored.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from loghi_ft.commands.common import add_batch_size, add_config, add_gpu
-from loghi_ft.commands.infer import add_precision
+from loghi_ft.commands.common import RecognitionSettings
+from loghi_ft.settings import setting
 
 PER_PAGE_ROWS = 60  # beyond this many pages the per-page table goes to --json only
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="*", type=Path, metavar="GT", help="ground-truth PAGE XML folders or files (with --model)")
-    parser.add_argument("--model", type=Path, help="model folder or .onnx file to run over the ground truth")
-    parser.add_argument("--pred", type=Path, help="folder of predicted PAGE XML (as infer --output wrote it)")
-    parser.add_argument("--gt", type=Path, help="folder of ground-truth PAGE XML (with --pred)")
-    parser.add_argument("--json", type=Path, help="also write the figures (rates as fractions) to this JSON file")
-    add_batch_size(parser, 32)
-    add_gpu(parser)
-    parser.add_argument("--beam-width", type=int, default=1, help="CTC beam search with this many beams (default: 1, greedy)")
-    parser.add_argument("--lm", type=Path, help="text whose character 6-gram biases the beam search (see infer)")
-    parser.add_argument("--lm-weight", type=float, default=0.3, help="weight of the --lm log probability (default: 0.3)")
-    parser.add_argument("--workers", type=int, default=-1, help="processes cutting lines (default: cores - 1, at most 4)")
-    add_precision(parser)
-    add_config(parser)
+@dataclass
+class Settings(RecognitionSettings):
+    inputs: list[Path] = setting([], "ground-truth PAGE XML folders or files (with --model)", positional=True,
+                                 metavar="GT")
+    pred: Path | None = setting(None, "folder of predicted PAGE XML (as infer --output wrote it)")
+    gt: Path | None = setting(None, "folder of ground-truth PAGE XML (with --pred)")
+    json: Path | None = setting(None, "also write the figures (rates as fractions) to this JSON file")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Settings) -> int:
     from loghi_ft.errors import UserError
     from loghi_ft.evaluation.scoring import evaluate, format_table, pair_folders, to_json
     from loghi_ft.atomic import write_atomic
 
+    args.check()
     if args.model is not None:
         if args.pred is not None or not (args.inputs or args.gt):
             raise UserError("eval: give either --model DIR GT... or --pred DIR --gt DIR")
@@ -64,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_pages(args: argparse.Namespace, inputs: list[Path]):
+def model_pages(args: Settings, inputs: list[Path]):
     """Run the model over the ground-truth pages in memory: one PageEval per page, nothing written."""
     from loghi_ft.evaluation.scoring import LineEval, PageEval
     from loghi_ft.inference.recognise import recognise_pages

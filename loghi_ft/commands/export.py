@@ -6,16 +6,19 @@ The ONNX model takes `image` (N, C, H, W) float32, preprocessed as `loghi-ft inf
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, required=True, help="model folder (or a training output holding best_val/)")
-    parser.add_argument("--onnx", type=Path, required=True, help="ONNX file to write")
+from loghi_ft.settings import setting
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Settings:
+    model: Path | None = setting(None, "model folder (or a training output holding best_val/)", required=True)
+    onnx: Path | None = setting(None, "ONNX file to write", required=True)
+
+
+def run(args: Settings) -> int:
     from loghi_ft.model.onnx import export
 
     path = export(args.model, args.onnx)

@@ -7,17 +7,21 @@ the same outputs; fine-tune it with `loghi-ft train --base-model DST`. Legacy Sa
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", type=Path, metavar="SRC", help="Loghi model folder (holds model.keras or saved_model.pb)")
-    parser.add_argument("dst", type=Path, metavar="DST", help="loghi-ft model folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace DST when it already holds a model")
+from loghi_ft.settings import setting
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Settings:
+    src: Path | None = setting(None, "Loghi model folder (holds model.keras or saved_model.pb)", positional=True,
+                               required=True, metavar="SRC")
+    dst: Path | None = setting(None, "loghi-ft model folder to write", positional=True, required=True, metavar="DST")
+    overwrite: bool = setting(False, "replace DST when it already holds a model")
+
+
+def run(args: Settings) -> int:
     from loghi_ft.errors import UserError
     from loghi_ft.model.loghi import import_loghi
 

@@ -8,53 +8,39 @@ model is skipped unless --overwrite; each page is written whole or not at all.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from loghi_ft.commands.common import add_batch_size, add_config, add_gpu
+from loghi_ft.commands.common import RecognitionSettings
+from loghi_ft.settings import setting
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PAGE XML folders or files, or a list file")
-    parser.add_argument("--model", type=Path, required=True, help="model folder (or its training output folder), or a .onnx file")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--output", type=Path, help="folder for the recognised pages, mirroring the input tree")
-    where.add_argument("--in-place", action="store_true", help="write the text into the input files themselves")
-    add_batch_size(parser, 32)
-    add_gpu(parser)
-    parser.add_argument("--beam-width", type=int, default=1, help="CTC beam search with this many beams (default: 1, greedy)")
-    parser.add_argument("--lm", type=Path, help="text file (one line or word per line, or a Loghi list file) whose "
-                        "character 6-gram biases the beam search toward its words")
-    parser.add_argument("--lm-weight", type=float, default=0.3, help="weight of the --lm log probability (default: 0.3)")
-    parser.add_argument("--words", action="store_true", help="also write Word elements with Coords and confidence")
-    parser.add_argument("--overwrite", action="store_true", help="redo pages already written by this model")
-    parser.add_argument("--shard", default="1/1", help="K/N: do only the K-th of N shares of the pages (default: 1/1)")
-    parser.add_argument("--workers", type=int, default=-1,
-                        help="processes cutting lines while the model runs (default: cores - 1, at most 4; 0: none)")
-    add_precision(parser)
-    add_config(parser)
+@dataclass
+class Settings(RecognitionSettings):
+    inputs: list[Path] = setting([], "PAGE XML folders or files, or a list file", positional=True, required=True,
+                                 metavar="INPUT")
+    output: Path | None = setting(None, "folder for the recognised pages, mirroring the input tree")
+    in_place: bool = setting(False, "write the text into the input files themselves (instead of --output)")
+    words: bool = setting(False, "also write Word elements with Coords and confidence")
+    overwrite: bool = setting(False, "redo pages already written by this model")
+    shard: str = setting("1/1", "K/N: do only the K-th of N shares of the pages")
 
 
-def add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="auto: bf16 where the GPU or CPU computes it natively (AVX512-BF16, AMX), else fp32; "
-                             "bf16 takes about 60%% of the time at the same accuracy (default: auto)")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(s: Settings) -> int:
     from loghi_ft.errors import UserError
     from loghi_ft.inference.pages import parse_shard
     from loghi_ft.inference.recognise import run_inference
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.beam_width < 1:
-        raise UserError(f"--beam-width {args.beam_width}: must be at least 1")
-    summary = run_inference(args.inputs, args.model, None if args.in_place else args.output,
-                            batch_size=args.batch_size, gpu=args.gpu, beam_width=args.beam_width,
-                            overwrite=args.overwrite, shard=parse_shard(args.shard), workers=args.workers,
-                            words=args.words, lm=args.lm, lm_weight=args.lm_weight, precision=args.precision,
+    if s.model is None:
+        raise UserError("infer: give the model: --model DIR (or a .onnx file)")
+    if (s.output is None) == (not s.in_place):
+        raise UserError("infer: give one of --output DIR (copies of the pages) or --in-place (the pages themselves)")
+    s.check()
+    summary = run_inference(s.inputs, s.model, None if s.in_place else s.output,
+                            batch_size=s.batch_size, gpu=s.gpu, beam_width=s.beam_width,
+                            overwrite=s.overwrite, shard=parse_shard(s.shard), workers=s.workers,
+                            words=s.words, lm=s.lm, lm_weight=s.lm_weight, precision=s.precision,
                             log=lambda m: print(f"loghi-ft: {m}", file=sys.stderr))
     print(f"infer: {summary.text()}")
     return 0

@@ -6,42 +6,37 @@ when the split file names test pages), the line images under OUTPUT/lines/, and 
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from loghi_ft.commands.common import add_config, add_output
+from loghi_ft.settings import setting
 
 MAX_WARNINGS = 20
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                        help="PAGE/ALTO files or folders (searched recursively, page/ subfolders included)")
-    add_output(parser, help="folder for the line images, list files and report")
-    split = parser.add_mutually_exclusive_group()
-    split.add_argument("--split-file", type=Path,
-                       help="TSV with columns xml and split (train/val/test), paths relative to the TSV")
-    split.add_argument("--val-fraction", type=float, default=0.1,
-                       help="share of pages drawn at random for validation (default: 0.1)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the random page split (default: 1)")
-    parser.add_argument("--height", type=int, default=64, help="height of the line images in pixels (default: 64)")
-    parser.add_argument("--normalize", choices=["NFC", "NFD", "none"], default="NFC",
-                        help="Unicode normalisation of the transcriptions (default: NFC)")
-    parser.add_argument("--keep-whitespace", action="store_true",
-                        help="keep repeated, leading and trailing spaces (default: collapse and strip them)")
-    parser.add_argument("--workers", type=int, default=0, help="processes cutting pages (default: one per core)")
-    parser.add_argument("--strict", action="store_true", help="exit non-zero when any page or line was skipped")
-    add_config(parser)
+@dataclass
+class Settings:
+    inputs: list[Path] = setting([], "PAGE/ALTO files or folders (searched recursively, page/ subfolders included)",
+                                 positional=True, required=True, metavar="INPUT")
+    output: Path | None = setting(None, "folder for the line images, list files and report", required=True)
+    split_file: Path | None = setting(None, "TSV with columns xml and split (train/val/test), paths relative to the TSV")
+    val_fraction: float = setting(0.1, "share of pages drawn at random for validation (without --split-file)")
+    seed: int = setting(1, "seed of the random page split")
+    height: int = setting(64, "height of the line images in pixels")
+    normalize: str = setting("NFC", "Unicode normalisation of the transcriptions", choices=("NFC", "NFD", "none"))
+    keep_whitespace: bool = setting(False, "keep repeated, leading and trailing spaces (default: collapse and strip)")
+    workers: int | None = setting(None, "processes cutting pages; 0: none, the main process cuts; empty: one per core")
+    strict: bool = setting(False, "exit non-zero when any page or line was skipped")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: Settings) -> int:
     from loghi_ft.errors import UserError
     from loghi_ft.pages.prepare import EMPTY, prepare
 
     report = prepare(args.inputs, args.output, split_file=args.split_file, val_fraction=args.val_fraction,
                      seed=args.seed, height=args.height, normalize=args.normalize,
-                     clean_whitespace=not args.keep_whitespace, workers=args.workers or None)
+                     clean_whitespace=not args.keep_whitespace, workers=args.workers)
     warnings = [s["message"] for s in report["skipped"] if s["reason"] != EMPTY]
     for message in warnings[:MAX_WARNINGS]:
         print(f"loghi-ft: skipped: {message}", file=sys.stderr)

@@ -216,10 +216,11 @@ def _splits_by_fraction(xmls: list[Path], keys: dict[Path, str], fraction: float
 
 
 def _run(tasks: list[PageTask], workers: int | None, progress: bool):
-    workers = min(workers or os.cpu_count() or 1, len(tasks)) or 1
+    # N processes cut pages, 0 none (the main process does); None: one per core, since the main one only collects
+    workers = min(os.cpu_count() or 1 if workers is None else workers, len(tasks))
     bar = tqdm(total=len(tasks), unit="page", desc="prepare", disable=None if progress else True)
     try:
-        if workers == 1:
+        if workers == 0 or len(tasks) == 1:
             for task in tasks:
                 yield _prepare_page(task)
                 bar.update()

@@ -38,10 +38,16 @@ training_options
 run_loghi_ft train "${TRAIN_ARGS[@]}" "${base_args[@]}"
 finish_training "$RUN_DIR" $?
 
+# the base model's validation CER: row 0 of metrics.csv, measured before the first step
+base_val=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+                    $col["step"] == 0 { printf "%.2f%%", 100 * $col["val_cer"]; exit }' "$RUN_DIR/metrics.csv")
+base_test="" tuned_test=""
 if [[ -n $testpages ]]; then
   test_cer base "$base"
-  before=$TEST_CER
+  base_test=$TEST_CER
   test_cer best_val "$BEST_VAL"
-  echo "CER on testpages (never trained on): base model $before, fine-tuned $TEST_CER"
+  tuned_test=$TEST_CER
 fi
+printf 'CER %-24s %-12s %s\n' "" validation "${testpages:+testpages (never trained on)}"
+printf '    %-24s %-12s %s\n' "base model" "${base_val:-?}" "$base_test" "fine-tuned (best_val)" "$BEST_CER" "$tuned_test"
 echo "$SCRIPT_NAME: done. best model: $BEST_VAL (validation CER $BEST_CER); metrics and plots in $RUN_DIR"

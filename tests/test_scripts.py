@@ -107,9 +107,14 @@ def test_finetune_sh_takes_environment_and_arguments(scratch_run, pages, tmp_pat
     cer = info["training"]["val_cer"]
     with open(run_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len({row["epoch"] for row in rows}) == 1  # epochs=1 from the environment beat the file's 3
+    # row 0 is the base model; epochs=1 from the environment beat the file's 3
+    assert [row["epoch"] for row in rows] == ["0", "1"]
     lines = proc.stdout.strip().splitlines()
-    assert "CER on testpages (never trained on): base model " in lines[-2]
+    assert lines[-4].split() == ["CER", "validation", "testpages", "(never", "trained", "on)"]
+    base_row = lines[-3].split()
+    assert base_row[:3] == ["base", "model", f"{100 * float(rows[0]['val_cer']):.2f}%"] and base_row[3].endswith("%")
+    tuned_row = lines[-2].split()
+    assert tuned_row[:3] == ["fine-tuned", "(best_val)", f"{100 * cer:.2f}%"] and tuned_row[3].endswith("%")
     assert lines[-1] == (f"finetune.sh: done. best model: {run_dir / 'best_val'} "
                          f"(validation CER {100 * cer:.2f}%); metrics and plots in {run_dir}")
 

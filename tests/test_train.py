@@ -118,6 +118,25 @@ def test_fine_tuning_with_new_characters_keeps_the_trained_rows_and_readings(han
     assert recognise(tuned, strips[:60]) == recognise(base, strips[:60])
 
 
+def test_a_fine_tune_that_reads_worse_keeps_the_base_model_as_best_val(handful, lines, tmp_path, capsys):
+    base = handful / "best_val"
+    few = lines / "few.txt"  # the 8 lines the base learnt by heart: it reads them almost perfectly
+    base_cer = json.loads((base / "model.json").read_text(encoding="utf-8"))["training"]["val_cer"]
+    # a learning rate that wrecks the model in a few steps
+    rc = train(tmp_path, "worse", "--train-list", str(few), "--val-list", str(few), "--base-model", str(base),
+               "--charset-mode", "keep", "--epochs", "3", "--batch-size", "4", "--learning-rate", "0.5", *QUICK)
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "worse" / "metrics.csv", encoding="utf-8")))
+    assert (rows[0]["epoch"], rows[0]["step"]) == ("0", "0") and len(rows) == 4
+    assert float(rows[0]["val_cer"]) == pytest.approx(base_cer, abs=1e-6)
+    assert all(float(r["val_cer"]) > float(rows[0]["val_cer"]) + 0.1 for r in rows[1:])
+    kept = weights(tmp_path / "worse" / "best_val")
+    assert all(torch.equal(tensor, kept[key]) for key, tensor in weights(base).items())
+    out = capsys.readouterr().out
+    assert "fine-tuning did not beat the base model on validation: best_val is the base model" in out
+    assert "epoch 0 step 0: the starting model: " in out
+
+
 def test_charset_keep_drops_lines_with_unknown_characters(handful, lines, tmp_path, capsys):
     base = handful / "best_val"
     old = set(json.loads((base / "model.json").read_text(encoding="utf-8"))["charset"])

@@ -156,10 +156,14 @@ def train(s: TrainSettings) -> Path | None:
     # -- the loop: epochs of steps; validation after each epoch (and every --val-every steps)
     stop = StopRequest(announce=place.master)
     stop.install()  # every rank: torchrun passes a Ctrl+C on to each
-    net.train()
-    for m in frozen:
-        m.eval()
     try:
+        if mode in ("union", "keep", "replace") and not progress.rows:
+            # the starting model is row 0 and best_val/ until a trained one reads better: a fine-tune never
+            # leaves a model worse than the one it started from
+            validate_and_keep(checking, progress, float("nan"), 0.0, optimizer, time.perf_counter(), stop, place)
+        net.train()
+        for m in frozen:
+            m.eval()
         stopped = run_epochs(s, place, net, train_loader, optimizer, autocast, checking, progress, stop,
                              total_steps, warmup)
         if place.master:
@@ -178,6 +182,8 @@ def train(s: TrainSettings) -> Path | None:
     elif 0 < s.patience <= progress.bad_validations:
         log(f"early stopping: val CER did not improve in {progress.bad_validations} validations")
     best = run_dir / "best_val"
+    if progress.rows and min(progress.rows, key=lambda r: r["val_cer"])["step"] == 0:
+        log("fine-tuning did not beat the base model on validation: best_val is the base model")
     print(f"best_val: {best} (val CER {progress.best_cer * 100:.2f}%)", flush=True)
     return best
 
@@ -344,7 +350,8 @@ def validate_and_keep(v: Validation, p: Progress, train_loss: float, speed: floa
                       stop: StopRequest | None, place: Place) -> bool:
     """Validate on rank 0, record it, save best_val/ when the CER improved; True when early stopping says enough.
     `stop` lets a signal cut validation short (None: validate whatever happens)."""
-    shown_epoch = p.epoch if p.position == 0 and p.step > 0 else p.epoch + 1  # at an epoch's end, the one just done
+    # at an epoch's end, the one just done; before the first step, epoch 0 (the starting model)
+    shown_epoch = p.epoch if p.position == 0 else p.epoch + 1
     enough = False
     result = validate(v.model, v.loader, v.codec, v.device, v.autocast, stop) if place.master else None
     if result is not None:
@@ -369,9 +376,10 @@ def validate_and_keep(v: Validation, p: Progress, train_loss: float, speed: floa
         if v.writer:
             for key in ("val_loss", "val_cer", "val_wer"):
                 v.writer.add_scalar(key.replace("_", "/", 1), p.rows[-1][key], p.step)
-        v.log(f"epoch {shown_epoch} step {p.step}: train loss {train_loss:.3f}, val loss {result['loss']:.3f}, "
-              f"CER {result['cer']:.2%}, WER {result['wer']:.2%}, lr {lr:.2e}, {speed:.1f} lines/s, "
-              f"{p.rows[-1]['seconds']:.0f}s" + ("  (best)" if improved else ""))
+        trained = f"train loss {train_loss:.3f}, " if p.step else "the starting model: "
+        v.log(f"epoch {shown_epoch} step {p.step}: {trained}val loss {result['loss']:.3f}, CER {result['cer']:.2%}, "
+              f"WER {result['wer']:.2%}, lr {lr:.2e}, {speed:.1f} lines/s, {p.rows[-1]['seconds']:.0f}s"
+              + ("  (best)" if improved else ""))
         enough = 0 < v.patience <= p.bad_validations
     return agree(enough, place, source=0)
 

@@ -83,6 +83,7 @@ def handful(lines, tmp_path_factory) -> Path:
     return out / "few"
 
 
+@pytest.mark.slow
 def test_a_model_overfits_a_handful_of_lines(handful):
     info = json.loads((handful / "best_val" / "model.json").read_text(encoding="utf-8"))
     assert info["training"]["val_cer"] < 0.02
@@ -93,6 +94,7 @@ def test_a_model_overfits_a_handful_of_lines(handful):
     assert (handful / "loss.png").stat().st_size > 1000 and (handful / "cer.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_new_characters_keeps_the_trained_rows_and_readings(handful, lines, tmp_path):
     base = handful / "best_val"
     base_info = json.loads((base / "model.json").read_text(encoding="utf-8"))
@@ -118,6 +120,7 @@ def test_fine_tuning_with_new_characters_keeps_the_trained_rows_and_readings(han
     assert recognise(tuned, strips[:60]) == recognise(base, strips[:60])
 
 
+@pytest.mark.slow
 def test_a_fine_tune_that_reads_worse_keeps_the_base_model_as_best_val(handful, lines, tmp_path, capsys):
     base = handful / "best_val"
     few = lines / "few.txt"  # the 8 lines the base learnt by heart: it reads them almost perfectly
@@ -137,6 +140,7 @@ def test_a_fine_tune_that_reads_worse_keeps_the_base_model_as_best_val(handful, 
     assert "epoch 0 step 0: the starting model: " in out
 
 
+@pytest.mark.slow
 def test_charset_keep_drops_lines_with_unknown_characters(handful, lines, tmp_path, capsys):
     base = handful / "best_val"
     old = set(json.loads((base / "model.json").read_text(encoding="utf-8"))["charset"])
@@ -148,6 +152,7 @@ def test_charset_keep_drops_lines_with_unknown_characters(handful, lines, tmp_pa
     assert "no training lines left" in err and "5 have characters the model does not know" in err
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_ends_where_an_uninterrupted_run_does(lines, tmp_path):
     some = subset(lines, "train", "some", lambda s: s[:40])
     val = subset(lines, "val", "someval", lambda s: s[:8])
@@ -210,6 +215,7 @@ def test_sigint_mid_epoch_writes_last_and_leaves_a_loadable_best_val(lines, tmp_
     load_model(tmp_path / "sig" / "last")
 
 
+@pytest.mark.slow
 def test_a_run_killed_without_warning_resumes_from_its_last_validation(lines, tmp_path, capsys):
     common = ["--train-list", str(lines / "training_all_train.txt"), "--val-list",
               str(subset(lines, "val", "killval", lambda s: s[:4])), "--spec", TINY, "--output", str(tmp_path),
@@ -244,6 +250,7 @@ def test_small_preset_learns_to_read_held_out_lines(lines, tmp_path):
     assert float(rows[-1]["val_loss"]) < 0.8 * float(rows[0]["val_loss"])
 
 
+@pytest.mark.slow
 def test_list_file_weights_scale_each_lines_loss(lines, tmp_path):
     # the same lines once with their texts and once with the texts reversed (same characters, other targets):
     # at weight 1 the two runs learn different models; at weight 0 neither learns anything, so they stay equal

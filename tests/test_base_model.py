@@ -1,5 +1,6 @@
 """The shipped base model still reads real held-out lines as well as when it was measured (MODEL.md)."""
 
+import pytest
 import torch
 from conftest import ROOT, TIMEUS
 
@@ -17,6 +18,7 @@ MEASURED_CER = 0.098
 THRESHOLD = MEASURED_CER + 0.03
 
 
+@pytest.mark.slow
 def test_base_model_reads_held_out_test_lines(data_dir):
     model, info = load_model(BASE)
     page = read_page(TIMEUS / "PH 1858-15.xml")  # a test page of splits.tsv: never trained on

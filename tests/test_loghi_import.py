@@ -38,7 +38,7 @@ def softmax_in_loghi_order(logits: torch.Tensor) -> np.ndarray:
     return logits.softmax(-1).numpy()[..., [*range(1, k), 0]]
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "recommended" else n for n in SPECS])
 def test_imported_model_gives_keras_outputs_on_real_lines(tmp_path, data_dir, name):
     spec = SPECS[name]
     height, channels = int(spec.split()[0].split(",")[2]), int(spec.split()[0].split(",")[3])
@@ -133,6 +133,7 @@ def test_saved_model_without_tensorflow_says_what_to_install(tmp_path):
         import_loghi(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_import_command_then_fine_tune_runs(tmp_path, data_dir, capsys):
     """`loghi-ft import-loghi` then `loghi-ft train --base-model` for a few steps on real lines."""
     strips, texts, chars = real_strips(4)
@@ -152,6 +153,7 @@ def test_import_command_then_fine_tune_runs(tmp_path, data_dir, capsys):
     assert tuned.spec.startswith("None,None,64,1 Ce3,3,12 Bn Ap2,2,2,2") and tuned.num_classes == len(info.charset) + 1
 
 
+@pytest.mark.slow
 def test_a_loghi_folder_is_accepted_as_base_model_directly(tmp_path, data_dir, capsys):
     """`loghi-ft train --base-model LOGHI_DIR` converts it into the run folder and fine-tunes it."""
     strips, texts, chars = real_strips(4)

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import ROOT, TIMEUS
 
 from loghi_ft.cli import main
@@ -14,6 +15,7 @@ PAGE = "PH 1858-61"  # a test page of splits.tsv (never trained on): 27 lines fr
 THRESHOLD = 0.105
 
 
+@pytest.mark.slow  # about 4 s on 2 cores
 def test_infer_then_eval_reads_a_held_out_page_as_measured(tmp_path, data_dir):
     gt = tmp_path / "gt"
     gt.mkdir()

@@ -127,6 +127,7 @@ def test_reverse_and_summarising_recurrent_layers():
     assert reverse.output_lengths(torch.tensor([12])).tolist() == [12]
 
 
+@pytest.mark.slow
 def test_model_scripts_and_exports_to_onnx_with_any_width(tmp_path):
     import onnxruntime
 
@@ -142,6 +143,7 @@ def test_model_scripts_and_exports_to_onnx_with_any_width(tmp_path):
             assert np.allclose(session.run(None, {"x": x.numpy()})[0], model(x).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_weights_map_from_keras_as_documented():
     """Loghi's Keras layers on the transposed image, given our weights by the documented mapping, agree with us."""
     os.environ.setdefault("KERAS_BACKEND", "torch")

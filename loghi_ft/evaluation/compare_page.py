@@ -164,29 +164,37 @@ def head(names: list[str], summary: list, pages: list) -> str:
             .replace("{counts}", f"{len(pages)} pages, {lines} lines, {chars} characters"))
 
 
-HEAD = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>loghi-ft compare</title>
-<style>
-body { font: 16px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b; margin: 1.5rem auto; max-width: 1200px; padding: 0 1rem; }
+# the look both report pages share (this one and review_page.py): layout, controls bar, line cards
+PAGE_CSS = """body { font: 16px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b; margin: 1.5rem auto; max-width: 1200px; padding: 0 1rem; }
 h1 { font-size: 1.5rem; margin: 0 0 .25rem; }
 .counts { color: #555; margin: 0 0 1rem; }
-table.summary { border-collapse: collapse; margin-bottom: 1rem; }
-table.summary th, table.summary td { border-bottom: 1px solid #ccc; padding: .3rem .8rem; text-align: right; font-variant-numeric: tabular-nums; }
-table.summary th[scope=row] { text-align: left; }
 .controls { position: sticky; top: 0; background: #fff; padding: .6rem 0; border-bottom: 2px solid #333; display: flex; flex-wrap: wrap; gap: .5rem 1.2rem; align-items: center; z-index: 1; }
 .controls label { font-weight: 600; }
 .controls select, .controls input { font: inherit; padding: .15rem .3rem; }
-.legend span { margin-right: .8rem; }
 .line { border-bottom: 1px solid #ddd; padding: .7rem 0; }
 .line header { color: #555; font-size: .9rem; margin-bottom: .3rem; }
 .line img { display: block; height: 64px; max-width: 100%; object-fit: contain; object-position: left; background: #fff; border: 1px solid #e4e4e4; }
 .noimg { color: #777; font-style: italic; margin: 0; }
+.hidden { display: none; }
+"""
+# historical characters (⁊ ꝰ ꝑ ...): fonts that have them first, DejaVu Sans as the common last resort
+READING_FONTS = 'Junicode, "Noto Serif", "Noto Sans", "Segoe UI Historic", Georgia, "DejaVu Serif", "DejaVu Sans", serif'
+
+
+def page_head(title: str, css: str) -> str:
+    """A report's opening up to <body>: the shared style, then the page's own `css`."""
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(title)}</title>\n<style>\n{PAGE_CSS}{css}</style></head><body>\n")
+
+
+HEAD = page_head("loghi-ft compare", """table.summary { border-collapse: collapse; margin-bottom: 1rem; }
+table.summary th, table.summary td { border-bottom: 1px solid #ccc; padding: .3rem .8rem; text-align: right; font-variant-numeric: tabular-nums; }
+table.summary th[scope=row] { text-align: left; }
+.legend span { margin-right: .8rem; }
 table.readings { border-collapse: collapse; margin-top: .35rem; width: 100%; }
 table.readings th { text-align: left; font-weight: 600; color: #444; padding: .1rem .8rem .1rem 0; white-space: nowrap; width: 10rem; vertical-align: top; }
-/* historical characters (⁊ ꝰ ꝑ ...): fonts that have them first, DejaVu Sans as the common last resort */
-table.readings td { padding: .1rem .4rem; vertical-align: top; font-family: Junicode, "Noto Serif", "Noto Sans", "Segoe UI Historic", Georgia, "DejaVu Serif", "DejaVu Sans", serif; font-size: 1.1rem; }
+table.readings td { padding: .1rem .4rem; vertical-align: top; font-family: """ + READING_FONTS + """; font-size: 1.1rem; }
 table.readings td.cer { font: .85rem/1.8 system-ui, sans-serif; width: 4rem; text-align: right; white-space: nowrap; }
 tr.gt td, tr.gt th { background: #f1f3f5; color: #000; }
 td.ok { color: #1a6b2a; } td.low { color: #8a5a00; } td.high { color: #b3261e; font-weight: 600; }
@@ -194,9 +202,7 @@ td.ok { color: #1a6b2a; } td.low { color: #8a5a00; } td.high { color: #b3261e; f
 .ins { background: #cfe3ff; text-decoration: underline #1f4ea8; text-underline-offset: 3px; }
 .del { background: #ffd6d6; color: #9b1c1c; text-decoration: line-through; }
 .missing { color: #777; }
-.hidden { display: none; }
-</style></head><body>
-<h1>Model comparison</h1>
+""") + """<h1>Model comparison</h1>
 <p class="counts">{counts}; rates over all lines, 95% intervals by bootstrap over lines.</p>
 <table class="summary"><thead><tr><th scope="col">model</th><th scope="col">CER</th><th scope="col">95% CI</th><th scope="col">WER</th><th scope="col">95% CI</th><th scope="col">CER no case</th><th scope="col">CER no punct.</th><th scope="col">missing lines</th></tr></thead>
 <tbody>

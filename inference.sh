@@ -2,6 +2,8 @@
 # Recognise the text lines of PAGE XML pages with a trained model: set the values below, then run ./inference.sh
 # Any value can also be given as NAME=value arguments (./inference.sh inputpages=/data/scans GPU=0) or from the environment.
 # Relative paths are taken from the folder you run the script in.
+# Exit status: 0 every page and line done; 3 finished, but some pages or lines were skipped (each one is listed);
+# 1 an error stopped it; 130 Ctrl+C.
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/run-common.sh" || exit 1
 
 model=output/finetuned/best_val     # model folder to recognise with (a best_val/ from finetune.sh or train.sh)
@@ -13,12 +15,24 @@ batch_size=32                       # lines per step; lower it if the GPU runs o
 beam_width=1                        # 1 = best path (fastest); 5 to 10 = beam search, a little more accurate, slower
 lm=                                 # text of the same kind (a text file, or a list file such as training_all_train.txt):
                                     # its character 6-gram guides the beam search (needs beam_width 5 to 10); empty = none
+text=off                            # on = also write each page's plain text beside it (3.xml -> 3.txt, lines in reading
+                                    # order) and the whole folder's in all-pages.txt (each page after "=== <page> ===")
+words=off                           # on = also write a Word element (outline, text, confidence) for every word
+shard=1/1                           # K/N = take only the K-th of N shares of the pages. Several GPUs or machines need
+                                    # one inference.sh per shard, not one per GPU over all pages (that reads every
+                                    # page N times). Two GPUs, the same outputdir, then text=on once without shard
+                                    # (every page is done, so it only writes the text):
+                                    #   ./inference.sh GPU=0 shard=1/2 & ./inference.sh GPU=1 shard=2/2 & wait
 RUNNER=                             # docker, podman or local; empty = docker when it runs here, else a local .venv
 
 settings_done "$@"
 
-[[ $GPU != *,* ]] || die "GPU=$GPU: inference uses one GPU; run one inference.sh per GPU for more"
-[[ $inplace == on || $inplace == off ]] || die "inplace=$inplace: use on or off"
+[[ $GPU != *,* ]] || die "GPU=$GPU: inference uses one GPU; for more, run one inference.sh per shard (see shard)"
+for name in inplace text words; do
+  [[ ${!name} == on || ${!name} == off ]] || die "$name=${!name}: use on or off"
+done
+[[ $shard =~ ^([0-9]+)/([0-9]+)$ ]] && ((BASH_REMATCH[1] >= 1 && BASH_REMATCH[1] <= BASH_REMATCH[2])) ||
+  die "shard=$shard: use K/N with 1 <= K <= N, e.g. 1/2 and 2/2 for two GPUs"
 model_dir=$(need_path model "$model" dir) || exit
 mount_path ro "$model_dir"
 mode=$([[ $inplace == on ]] && echo rw || echo ro)
@@ -31,6 +45,7 @@ done
 if [[ $inplace == on ]]; then
   where=(--in-place)
   target="back into the input pages"
+  text_folders=("${inputs[@]}")
 else
   [[ -n $outputdir ]] || die "outputdir is empty: name a folder for the recognised pages, or set inplace=on"
   out=$(abspath "$outputdir")
@@ -38,6 +53,7 @@ else
   mount_path rw "$out"
   where=(--output "$out")
   target="into $out"
+  text_folders=("$out")
 fi
 
 lm_option=()
@@ -48,9 +64,32 @@ if [[ -n $lm ]]; then
   lm_option=(--lm "$lm_file")
 fi
 
+extra=(--shard "$shard")
+[[ $text == on ]] && extra+=(--text)
+[[ $words == on ]] && extra+=(--words)
+
 announce "recognises ${inputs[*]} with $model_dir, writing $target"
 run_loghi_ft infer --model "$model_dir" "${inputs[@]}" "${where[@]}" --batch-size "$batch_size" \
-  --beam-width "$beam_width" "${lm_option[@]}" --gpu "$GPU_INSIDE"
+  --beam-width "$beam_width" "${lm_option[@]}" "${extra[@]}" --gpu "$GPU_INSIDE"
 status=$?
-[[ -n $INTERRUPTED ]] && echo "$SCRIPT_NAME: stopped; the pages written so far are complete, a new run skips them."
+if [[ -n $INTERRUPTED ]]; then
+  echo "$SCRIPT_NAME: stopped; the pages written so far are complete, a new run skips them."
+  exit "$status"
+fi
+[[ $status == 0 || $status == "$PARTIAL_STATUS" ]] || exit "$status"
+if [[ $text == on && $shard != 1/1 ]]; then
+  echo "$SCRIPT_NAME: all-pages.txt is left to one run without shard, once every shard is done (./inference.sh text=on)"
+elif [[ $text == on ]]; then
+  for dir in "${text_folders[@]}"; do
+    run_loghi_ft text "$dir" --output "$dir/all-pages.txt"
+    text_status=$?
+    [[ $text_status == 0 || $text_status == "$PARTIAL_STATUS" ]] || exit "$text_status"
+    [[ $text_status == 0 ]] || status=$text_status
+  done
+fi
+if [[ $status == 0 ]]; then
+  echo "$SCRIPT_NAME: done: every page and line recognised, written $target"
+else
+  echo "$SCRIPT_NAME: done, but not everything: the pages or lines listed above were skipped (exit status $status)"
+fi
 exit "$status"

@@ -11,6 +11,8 @@ SHM_SIZE=${SHM_SIZE:-8g}                 # shared memory for the data loaders in
 BUILD_ARGS=${BUILD_ARGS:-}               # extra `docker build` options when the image must be built
 LOGHI_FT_PYTHON=${LOGHI_FT_PYTHON:-}     # a Python that already has loghi-ft installed: no .venv is made
 PLUMBING="IMAGE SHM_SIZE BUILD_ARGS LOGHI_FT_PYTHON"
+# loghi-ft's exit status for a run that finished but skipped pages or lines (PARTIAL in loghi_ft/errors.py)
+PARTIAL_STATUS=$(sed -n 's/^PARTIAL = \([0-9]*\).*/\1/p' "$LOGHI_FT_ROOT/loghi_ft/errors.py")
 
 # the names the calling script sets in its settings block (between the `source` line and settings_done)
 SETTINGS=$(sed -n '/run-common\.sh/,/^settings_done/ s/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "${BASH_SOURCE[1]}" | tr '\n' ' ')

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import IFORAL, ROOT
+from test_infer import model  # noqa: F401  (the fixture: a small untrained model folder)
 
 # a small, quick network: these tests are about the scripts, not the readings
 SPEC = "None,None,32,1 Cr3,3,8 Mp2,2,2,2 Cr3,3,16 Mp2,2,2,2 Rc3 Bl32"
@@ -170,6 +171,49 @@ def test_inference_hands_a_language_model_text_to_the_beam_search(pages, tmp_pat
     [args] = runs(tmp_path)
     assert option_values(args, "--lm") == [str(text)] and option_values(args, "--beam-width") == ["10"]
     assert f"{text.parent}:{text.parent}:ro" in option_values(args, "-v")
+
+
+def test_inference_sh_shards_words_and_text(model, tmp_path):  # noqa: F811
+    source = copy_pages(TRAIN_PAGES + VAL_PAGES + TEST_PAGES, tmp_path / "in")
+    out = tmp_path / "out"
+    common = [f"model={model}", f"inputpages={source}", f"outputdir={out}", "text=on"]
+    done = []
+    for k in (1, 2):
+        before = set(out.rglob("*.xml"))
+        proc = script("inference.sh", *common, "words=on", f"shard={k}/2")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "--shard" in proc.stdout and f"{k}/2" in proc.stdout
+        assert "all-pages.txt is left to one run without shard" in proc.stdout
+        done.append(set(out.rglob("*.xml")) - before)
+    assert done[0] and done[1] and not done[0] & done[1]
+    pages = sorted(done[0] | done[1])
+    assert [p.relative_to(out) for p in pages] == sorted(p.relative_to(source) for p in source.rglob("*.xml"))
+    for xml in pages:
+        assert "<Word " in xml.read_text(encoding="utf-8")
+        assert xml.with_suffix(".txt").is_file()
+    assert not (out / "all-pages.txt").exists()
+    # once every shard is done, one run without shard reads nothing again and writes the folder's text
+    proc = script("inference.sh", *common)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 pages, 0 lines recognised" in proc.stdout and f"{len(pages)} already done by this model" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == f"inference.sh: done: every page and line recognised, written into {out}"
+    expected = "".join(f"=== {xml.relative_to(out).as_posix()} ===\n" + xml.with_suffix(".txt").read_text("utf-8")
+                       for xml in pages)
+    assert (out / "all-pages.txt").read_text(encoding="utf-8") == expected
+
+
+def test_inference_sh_passes_the_partial_status_through(model, tmp_path):  # noqa: F811
+    source = copy_pages(TEST_PAGES, tmp_path / "in")
+    lost = source / "lost"
+    lost.mkdir()
+    shutil.copy(IFORAL / "foral_de_gouveia_1217" / "3.xml", lost / "3.xml")  # its image is not there
+    proc = script("inference.sh", f"model={model}", f"inputpages={source}", f"outputdir={tmp_path / 'out'}")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"{lost / '3.xml'}" in proc.stderr and "image" in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == ("inference.sh: done, but not everything: the pages or lines listed "
+                                                    "above were skipped (exit status 3)")
+    assert (tmp_path / "out" / TEST_PAGES[0][0] / f"{TEST_PAGES[0][1]}.xml").is_file()
 
 
 def test_finetune_in_a_container_on_gpus_hands_over_the_devices(pages, tmp_path):

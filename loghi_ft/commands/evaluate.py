@@ -2,7 +2,9 @@
 
 Either run a model over the ground truth (--model DIR GT...) or score predictions already written
 (--pred DIR --gt DIR; pages matched by relative path, lines by id). Lines without a prediction count as
-wrong and are reported; ground-truth lines without text are not scored.
+wrong and are reported; ground-truth lines without text are not scored. Exit status 0 when every ground-truth
+page and line was scored against a prediction; 3 when some had none (no predicted page, a line missing from
+it or not recognised) or could not be read (listed, and named in the last line); 1 for an error.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Settings(RecognitionSettings):
 
 
 def run(args: Settings) -> int:
-    from loghi_ft.errors import UserError
+    from loghi_ft.errors import PARTIAL, UserError
     from loghi_ft.evaluation.scoring import evaluate, format_table, pair_folders, to_json
     from loghi_ft.atomic import write_atomic
 
@@ -55,12 +57,16 @@ def run(args: Settings) -> int:
             raise UserError(f"{args.json}: cannot write ({exc.strerror})") from None
     if result.lines == 0:
         raise UserError("no ground-truth line with text was found to score")
+    shortfalls = result.shortfalls()
+    if shortfalls:
+        print(f"eval: INCOMPLETE (exit status {PARTIAL}): {'; '.join(shortfalls)}; listed above")
+        return PARTIAL
     return 0
 
 
 def model_pages(args: Settings, inputs: list[Path]):
     """Run the model over the ground-truth pages in memory: one PageEval per page, nothing written."""
-    from loghi_ft.evaluation.scoring import LineEval, PageEval
+    from loghi_ft.evaluation.scoring import LineEval, PageEval, unread_problems
     from loghi_ft.inference.recognise import recognise_pages
     from loghi_ft.model.recognizers import open_recognizer
 
@@ -71,9 +77,14 @@ def model_pages(args: Settings, inputs: list[Path]):
                                  log=lambda m: print(f"loghi-ft: {m}", file=sys.stderr))
     for r in recognised:
         if r.page is None:
-            yield PageEval(r.unit.key, [], problem=f"not scored: {r.error}")
+            yield PageEval(r.unit.key, [], unread=True, problems=[f"not scored: {r.error}"])
             continue
-        lines = [LineEval(line.id, line.text, None if r.error or line.id in r.failed else r.results[line.id].text)
+        cut = {line.id for line in r.page.lines}
+        failed = {line_id: why for line_id, why in r.failed if line_id in cut}
+        lines = [LineEval(line.id, line.text, None if r.error or line.id in failed else r.results[line.id].text)
                  for line in r.page.lines]
-        yield PageEval(r.unit.key, lines, missing=r.error is not None,
-                       problem=f"{r.error}; its lines count as missing" if r.error else None)
+        problems = unread_problems(r.page) + [f"{r.page.xml_path}: {why}; no prediction" for why in failed.values()]
+        if r.error:
+            problems.append(f"{r.error}; its lines count as missing")
+        yield PageEval(r.unit.key, lines, missing=r.error is not None, unread_lines=len(r.page.problems),
+                       problems=problems)

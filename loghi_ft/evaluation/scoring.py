@@ -38,7 +38,9 @@ class PageEval:
     page: str                 # the page's path relative to its ground-truth folder
     lines: list[LineEval]
     missing: bool = False     # no predicted page at all: every line counts as missing
-    problem: str | None = None
+    unread: bool = False      # the ground-truth page itself could not be read: nothing of it is scored
+    unread_lines: int = 0     # ground-truth lines the reader dropped (no Coords...): not scored
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,10 +60,24 @@ class Evaluation:
     missing_lines: int = 0                                # GT lines with no prediction (counted as all wrong)
     empty_reference_lines: int = 0                        # GT lines without text: not scored
     missing_pages: list[str] = field(default_factory=list)  # GT pages with no predicted page at all
+    unread_pages: list[str] = field(default_factory=list)   # GT pages that could not be read: not scored
+    unread_lines: int = 0                                 # GT lines the reader dropped: not scored
     problems: list[str] = field(default_factory=list)
     overall: dict[str, Rate] = field(default_factory=dict)
     pages: dict[str, dict[str, Rate]] = field(default_factory=dict)
     page_lines: dict[str, int] = field(default_factory=dict)
+
+    def shortfalls(self) -> list[str]:
+        """What was not scored as it should have been, one phrase each; empty when every page and line was."""
+        out = []
+        if self.missing_lines:
+            out.append(f"{self.missing_lines} lines without a prediction ({len(self.missing_pages)} pages without "
+                       "a predicted page), counted as wrong")
+        if self.unread_pages:
+            out.append(f"{len(self.unread_pages)} ground-truth pages unreadable, not scored")
+        if self.unread_lines:
+            out.append(f"{self.unread_lines} ground-truth lines unreadable, not scored")
+        return out
 
 
 def normalize(text: str) -> str:
@@ -93,8 +109,10 @@ def evaluate(pages: Iterable[PageEval], samples: int = BOOTSTRAP_SAMPLES) -> Eva
     for page in pages:
         if page.missing:
             result.missing_pages.append(page.page)
-        if page.problem:
-            result.problems.append(page.problem)
+        if page.unread:
+            result.unread_pages.append(page.page)
+        result.unread_lines += page.unread_lines
+        result.problems.extend(page.problems)
         for line in page.lines:
             reference = normalize(line.reference)
             if not reference:
@@ -164,23 +182,31 @@ def pair_folders(gt_dir: Path, pred_dir: Path) -> Iterator[PageEval]:
         try:
             gt_page = read_page(gt_path)
         except UserError as exc:
-            yield PageEval(rel, [], problem=f"ground truth not scored: {exc}")
+            yield PageEval(rel, [], unread=True, problems=[f"ground truth not scored: {exc}"])
             continue
         pred_path = pred_dir / rel
         predicted: dict[str, str] | None = None
-        problem = None
+        problems = unread_problems(gt_page)
         if not pred_path.is_file():
-            problem = f"{pred_path}: no predicted page; its {len(gt_page.lines)} lines count as missing"
+            problems.append(f"{pred_path}: no predicted page; its {len(gt_page.lines)} lines count as missing")
         else:
             try:
                 predicted = {line.id: line.text for line in read_page(pred_path).lines}
             except UserError as exc:
-                problem = f"{exc}; its lines count as missing"
+                problems.append(f"{exc}; its lines count as missing")
         lines = [LineEval(line.id, line.text, None if predicted is None else predicted.get(line.id))
                  for line in gt_page.lines]
-        yield PageEval(rel, lines, missing=predicted is None, problem=problem)
+        absent = [line.line_id for line in lines if line.prediction is None and normalize(line.reference)]
+        if predicted is not None and absent:
+            problems.append(f"{pred_path}: no reading of line {', '.join(absent)}; counted as wrong")
+        yield PageEval(rel, lines, missing=predicted is None, unread_lines=len(gt_page.problems), problems=problems)
     if not found:
         raise UserError(f"{gt_dir}: no PAGE XML found")
+
+
+def unread_problems(gt_page) -> list[str]:
+    """One message for each line of a ground-truth page that the reader dropped (documents.Page.problems)."""
+    return [f"{gt_page.xml_path}: {problem}; not scored" for problem in gt_page.problems]
 
 
 def to_json(result: Evaluation) -> dict:
@@ -199,6 +225,9 @@ def to_json(result: Evaluation) -> dict:
         "words": result.words,
         "missing_lines": result.missing_lines,
         "missing_pages": result.missing_pages,
+        "unread_pages": result.unread_pages,
+        "unread_lines": result.unread_lines,
+        "complete": not result.shortfalls(),
         "empty_reference_lines": result.empty_reference_lines,
         "ci_method": CI_METHOD,
         "problems": result.problems,
@@ -217,7 +246,9 @@ def format_table(result: Evaluation, per_page: bool = True) -> str:
         out.append(f"{label:<26} {pct(r)}  {r.errors}/{r.length}")
     out.append(f"lines {result.lines}, characters {result.chars}, words {result.words}; "
                f"missing predictions: {result.missing_lines} lines, {len(result.missing_pages)} pages; "
-               f"GT lines without text (not scored): {result.empty_reference_lines}")
+               f"GT lines without text (not scored): {result.empty_reference_lines}" +
+               (f"; GT unreadable (not scored): {len(result.unread_pages)} pages, {result.unread_lines} lines"
+                if result.unread_pages or result.unread_lines else ""))
     out.append(f"intervals: {CI_METHOD}")
     if per_page and result.pages:
         width = max(len("page"), *(len(p) for p in result.pages))

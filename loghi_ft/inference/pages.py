@@ -18,17 +18,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from loghi_ft.atomic import write_atomic
-from loghi_ft.errors import UserError
+from loghi_ft.errors import PARTIAL, UserError
 from loghi_ft.pages.documents import LineResult, Page, WordResult, find_pages, read_page, write_page
 from loghi_ft.pages.lines import cut_page, load_image
 from loghi_ft.pages.listfile import read_list
+from loghi_ft.pages.text import lines_text, save_text, text_path
 
 if TYPE_CHECKING:
     from loghi_ft.model.decode import WordSpan
 
-# a page's output names the model that wrote it; the same text is in every format's metadata (see write_page)
-DONE_BY = re.compile(rb"model_hash=([0-9a-f]{16})")
+# a page's output names the model that wrote it, and how many of its lines that run could not recognise; the same
+# text ("... model_hash=H ... not_recognised=N", the count only when there were some) is in every format's metadata
+DONE_BY = re.compile(rb"model_hash=([0-9a-f]{16})[^\"<\n]*?(?: not_recognised=(\d+))?[\"<\n]")
 LIST_CHUNK = 64  # line images of a list file cut per worker task
+# documents.py words each line it drops while reading as "line <id>: <why>" (ids are XML IDs: no colon, no space)
+DROPPED_LINE = re.compile(r"line ([^\s:]+): ")
 
 
 @dataclass
@@ -44,7 +48,8 @@ class Unit:
 class CutUnit:
     unit: Unit
     page: Page | None = None
-    strips: list[tuple[str, np.ndarray | None, str | None]] = field(default_factory=list)  # (line id, strip, why not)
+    # (line id, strip, why not); a line the reader dropped has no strip, and no id when it has none of its own
+    strips: list[tuple[str | None, np.ndarray | None, str | None]] = field(default_factory=list)
     error: str | None = None                   # the whole unit could not be read
 
 
@@ -52,8 +57,9 @@ class CutUnit:
 class Recognised:
     unit: Unit
     page: Page | None
-    results: dict[str, LineResult]             # every line of the unit; a line that could not be cut reads ""
-    failed: dict[str, str] = field(default_factory=dict)  # line id -> why it could not be cut
+    results: dict[str, LineResult]             # every line of the unit; a line not recognised reads "", conf 0
+    # (line id, why) of each line not recognised (not cut, or dropped by the reader); id None: none of its own
+    failed: list[tuple[str | None, str]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -61,26 +67,38 @@ class Recognised:
 class Summary:
     pages: int = 0
     lines: int = 0
-    lines_failed: int = 0
-    skipped: Counter = field(default_factory=Counter)   # reason -> pages
+    lines_failed: int = 0                               # lines not recognised (written without text)
+    done_before: int = 0                                # pages this model had written before: left as they are
+    skipped: Counter = field(default_factory=Counter)   # reason -> pages (or inputs) not written
     seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Every page and line was done (now or by an earlier run of this model)."""
+        return not self.lines_failed and not self.skipped
 
     def text(self) -> str:
         rate = self.lines / self.seconds if self.seconds > 0 else 0.0
-        parts = [f"{self.pages} pages, {self.lines} lines recognised in {self.seconds:.1f} s ({rate:.1f} lines/s)",
-                 f"{self.lines_failed} lines could not be cut (written without text)"]
-        skipped = sum(self.skipped.values())
-        parts.append(f"{skipped} pages skipped" + (": " + ", ".join(f"{n} {why}" for why, n in
-                                                                     self.skipped.most_common()) if skipped else ""))
-        return "; ".join(parts)
+        parts = [f"{self.pages} pages, {self.lines} lines recognised in {self.seconds:.1f} s ({rate:.1f} lines/s)"]
+        if self.done_before:
+            parts.append(f"{self.done_before} already done by this model")
+        if self.complete:
+            return "; ".join(parts + ["complete"])
+        missed = [f"{self.lines_failed} lines not recognised (written without text)"] if self.lines_failed else []
+        pages = sum(self.skipped.values())
+        if pages:
+            missed.append(f"{pages} skipped (" + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common()) + ")")
+        return "; ".join(parts + [f"INCOMPLETE (exit status {PARTIAL}): " + ", ".join(missed) + ", listed above"])
 
 
 # ---------------------------------------------------------------- input
 
 def units(inputs: Iterable[str | Path], output: Path | None, shard: tuple[int, int] = (1, 1),
-          warn: Callable[[str], None] | None = None) -> Iterator[Unit]:
-    """Pages (and list-file chunks) of the inputs in this shard, with where each page's output goes."""
+          warn: Callable[[str], None] | None = None, unread: Callable[[str], None] | None = None) -> Iterator[Unit]:
+    """Pages (and list-file chunks) of the inputs in this shard, with where each page's output goes; an input
+    that cannot be read goes to `unread` (default `warn`), one without pages to `warn`."""
     k, n = shard
+    unread = unread or warn
     found = False
     index = 0  # over all pages in input order (sorted within each folder): every shard sees the same order
     for item in inputs:
@@ -89,8 +107,8 @@ def units(inputs: Iterable[str | Path], output: Path | None, shard: tuple[int, i
             try:
                 chunks = list(list_units(item, output, shard))
             except UserError as exc:
-                if warn:
-                    warn(str(exc))
+                if unread:
+                    unread(str(exc))
                 continue
             found = True
             yield from chunks
@@ -100,8 +118,8 @@ def units(inputs: Iterable[str | Path], output: Path | None, shard: tuple[int, i
         try:
             pages = list(find_pages([item])) if not item.is_dir() else find_pages([item])
         except UserError as exc:
-            if warn:
-                warn(str(exc))
+            if unread:
+                unread(str(exc))
             continue
         for xml in pages:
             any_page = found = True
@@ -127,13 +145,14 @@ def list_units(list_file: Path, output: Path | None, shard: tuple[int, int]) -> 
         yield Unit(f"{list_file}:{start}", None, target, [s.path for s in chunk])
 
 
-def done_by(path: Path) -> str | None:
-    """Hash of the model that last wrote this page, from its loghi-ft metadata; None when there is none."""
+def done_by(path: Path) -> tuple[str, int] | None:
+    """Hash of the model that last wrote this page and the lines it could not recognise, from its loghi-ft
+    metadata; None when there is none."""
     try:
         found = DONE_BY.findall(path.read_bytes())
     except OSError:
         return None
-    return found[-1].decode() if found else None
+    return (found[-1][0].decode(), int(found[-1][1] or 0)) if found else None
 
 
 # ---------------------------------------------------------------- cutting (runs on the worker processes)
@@ -151,12 +170,23 @@ def cut_unit(unit: Unit, height: int) -> CutUnit:
     page = None
     try:
         page = read_page(unit.xml_path)
-        return CutUnit(unit, page, [(line.id, strip, why) for line, strip, why in cut_page(page, height)])
+        return CutUnit(unit, page, [(line.id, strip, why) for line, strip, why in cut_page(page, height)]
+                       + dropped_lines(page))
     except UserError as exc:
         message = str(exc)
         if not message.startswith(str(unit.xml_path)):
             message = f"{unit.xml_path}: {message}"
         return CutUnit(unit, page, error=message)  # the page, when it was read, still says which lines it has
+
+
+def dropped_lines(page: Page) -> list[tuple[str | None, None, str]]:
+    """The lines read_page dropped (no Coords, too few points...), with their id when it names them alone."""
+    kept = {line.id for line in page.lines}
+    out = []
+    for problem in page.problems:
+        m = DROPPED_LINE.match(problem)
+        out.append((m.group(1) if m and m.group(1) not in kept else None, None, problem))
+    return out
 
 
 def _init_worker() -> None:
@@ -225,26 +255,33 @@ def clip_band(polygon: list[tuple[float, float]], x0: float, x1: float) -> list[
 # ---------------------------------------------------------------- writing back
 
 def write_back(recognised: Iterable[Recognised], metadata: dict[str, str], summary: Summary,
-               log: Callable[[str], None]) -> None:
-    """Write each page to its output path (whole or not at all) and each list file's readings to its results file
-    (`path<TAB>confidence<TAB>text`); count in `summary` what was written and what was not, and say why."""
+               log: Callable[[str], None], text: bool = False) -> None:
+    """Write each page to its output path (whole or not at all), with `text` its plain text beside it, and each
+    list file's readings to its results file (`path<TAB>confidence<TAB>text`); count in `summary` what was
+    written and what was not, and say why."""
     listed: dict[Path, list[str]] = {}
     for r in recognised:
-        summary.lines_failed += len(r.failed)
-        for why in r.failed.values():
-            log(f"{r.unit.xml_path or r.unit.key}: {why}")
         if r.error is not None:
             summary.skipped[skip_reason(r.error)] += 1
             log(f"skipped: {r.error}")
             continue
-        summary.lines += len(r.results) - len(r.failed)
+        summary.lines_failed += len(r.failed)
+        for line_id, why in r.failed:
+            # the rule: a line not recognised is written with no text, so no old text passes for a reading
+            outcome = "written without text" if line_id is not None else \
+                "not recognised, and without an id of its own its text could not be emptied"
+            log(f"{r.unit.xml_path or r.unit.key}: {why}; {outcome}")
+        summary.lines += len(set(r.results) - {line_id for line_id, _ in r.failed})
         if r.unit.xml_path is None:
             listed.setdefault(r.unit.output_path, []).extend(
                 f"{key}\t{res.conf:.4f}\t{res.text}" for key, res in r.results.items())
             continue
         try:
             r.unit.output_path.parent.mkdir(parents=True, exist_ok=True)
-            write_page(r.unit.xml_path, r.unit.output_path, r.results, metadata)
+            write_page(r.unit.xml_path, r.unit.output_path, r.results,
+                       {**metadata, "not_recognised": len(r.failed)} if r.failed else metadata)
+            if text:
+                save_text(text_path(r.unit.output_path), lines_text(r.results[line.id].text for line in r.page.lines))
         except (OSError, UserError) as exc:
             summary.skipped["could not be written"] += 1
             log(f"{r.unit.output_path}: could not write ({getattr(exc, 'strerror', None) or exc})")

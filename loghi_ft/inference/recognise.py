@@ -23,7 +23,8 @@ from loghi_ft.model.decode import CharNgram, Decoder, word_spans
 from loghi_ft.model.folder import ModelInfo
 from loghi_ft.model.pixels import preprocess
 from loghi_ft.model.recognizers import Recognizer, open_recognizer
-from loghi_ft.pages.documents import LineResult
+from loghi_ft.pages.documents import LineResult, read_page
+from loghi_ft.pages.text import page_text, save_text, text_path
 
 BATCH_COLUMNS = 1024  # padded input columns per line of --batch-size that one batch may hold (bounds memory)
 
@@ -31,8 +32,10 @@ BATCH_COLUMNS = 1024  # padded input columns per line of --batch-size that one b
 def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *, batch_size: int = 32,
                   gpu: str = "-1", beam_width: int = 1, overwrite: bool = False, shard: tuple[int, int] = (1, 1),
                   workers: int | None = None, words: bool = False, lm: Path | None = None, lm_weight: float = 0.3,
-                  precision: str = "auto", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Summary:
-    """Recognise every page of the inputs and write it to `output` (mirroring the input tree), or in place."""
+                  precision: str = "auto", text: bool = False,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Summary:
+    """Recognise every page of the inputs and write it to `output` (mirroring the input tree), or in place; with
+    `text`, each page's plain text beside it (also for a page done before that has none yet)."""
     start = time.perf_counter()
     if output is not None:
         check_writable(output)
@@ -50,16 +53,33 @@ def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *,
             summary.skipped["with the same output path as an earlier page"] += 1
             log(f"{unit.xml_path}: skipped, its output {unit.output_path} was already written in this run")
             return True
-        if not overwrite and done_by(unit.output_path) == recognizer.hash:
-            summary.skipped["already done by this model"] += 1
+        done = None if overwrite else done_by(unit.output_path)
+        if done is not None and done[0] == recognizer.hash:
+            summary.done_before += 1
+            if done[1]:
+                summary.lines_failed += done[1]
+                log(f"{unit.output_path}: {done[1]} lines not recognised when this model wrote it (listed then)")
+            if text and not text_path(unit.output_path).exists():
+                save_done_text(unit.output_path)
             return True
         written.add(unit.output_path)
         return False
 
+    def save_done_text(page: Path) -> None:
+        try:
+            save_text(text_path(page), page_text(read_page(page)))
+        except UserError as exc:
+            summary.skipped["text could not be written"] += 1
+            log(str(exc))
+
+    def unread(message: str) -> None:
+        summary.skipped["inputs not read"] += 1
+        log(f"skipped: {message}")
+
     recognised = recognise_pages(inputs, recognizer, output=output, shard=shard, batch_size=batch_size,
                                  beam_width=beam_width, lm=lm, lm_weight=lm_weight, words=words, workers=workers,
-                                 skip=skip, log=log)
-    write_back(recognised, metadata, summary, log)
+                                 skip=skip, unread=unread, log=log)
+    write_back(recognised, metadata, summary, log, text)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -67,16 +87,17 @@ def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *,
 def recognise_pages(inputs: Iterable[str | Path], recognizer: Recognizer, *, output: Path | None = None,
                     shard: tuple[int, int] = (1, 1), batch_size: int = 32, beam_width: int = 1, lm: Path | None = None,
                     lm_weight: float = 0.3, words: bool = False, workers: int | None = None,
-                    skip: Callable[[Unit], bool] | None = None,
+                    skip: Callable[[Unit], bool] | None = None, unread: Callable[[str], None] | None = None,
                     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Iterator[Recognised]:
     """Every page (and list-file chunk) of the inputs in this shard, read by `recognizer` (model/recognizers.py),
     in input order; nothing is written. Units whose output (under `output`, or in place) is not wanted are left out
-    by `skip` before they are cut. `workers` processes cut lines (None or negative: devices.worker_count chooses)
-    and torch's threads get the cores they leave."""
+    by `skip` before they are cut; an input that cannot be read goes to `unread` (default: `log`). `workers`
+    processes cut lines (None or negative: devices.worker_count chooses) and torch's threads get the cores they
+    leave."""
     decoder = make_decoder(recognizer.info, beam_width, lm, lm_weight)
     workers = worker_count(workers)
     share_cores(workers)
-    todo = (unit for unit in units(inputs, output, shard, warn=log) if skip is None or not skip(unit))
+    todo = (unit for unit in units(inputs, output, shard, warn=log, unread=unread) if skip is None or not skip(unit))
     return recognise(cut_stream(todo, recognizer.info.height, workers), recognizer, decoder, batch_size, words)
 
 
@@ -126,12 +147,15 @@ def recognise_window(window: list[CutUnit], recognizer: Recognizer, decoder: Dec
         if c.error is not None:
             yield Recognised(c.unit, c.page, {}, error=c.error)
             continue
-        results, failed = {}, {}
+        results, failed = {}, []
         for i, (line_id, strip, why) in enumerate(c.strips):
-            # an uncut line is written empty: its old text must not pass for a reading
-            results[line_id] = read.get((u, i)) or LineResult("", 0.0)
-            if strip is None:
-                failed[line_id] = why or f"line {line_id}: not cut"
+            if strip is not None:
+                results[line_id] = read[(u, i)]
+                continue
+            # a line not recognised is written empty: its old text must not pass for a reading
+            failed.append((line_id, why or f"line {line_id}: not cut"))
+            if line_id is not None:
+                results[line_id] = LineResult("", 0.0)
         yield Recognised(c.unit, c.page, results, failed)
 
 

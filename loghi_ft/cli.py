@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "train",
     "infer": "infer",
     "eval": "evaluate",
+    "text": "text",
     "compare": "compare",
     "export": "export",
     "import-loghi": "import_loghi",

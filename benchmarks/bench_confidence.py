@@ -8,7 +8,8 @@ path, greedy) to score candidate confidences computed from the same decoder outp
 - CER of the least confident tenth of the lines against the most confident tenth (pooled: errors / characters);
 - AUC lines: the area under "share of all errors found" against "share of lines checked", checking lines in
   the measure's order (least confident first); a random order gives 0.5, the oracle sorts by true errors;
-- AUC chars: the same with "share of characters checked" on the x axis (the oracle sorts by line CER).
+- AUC chars: the same with "share of characters checked" on the x axis (the oracle sorts by line CER);
+then the AUC gain of the confidence now over the one before, with a 95% interval by bootstrap over lines.
 Errors are edit operations against the ground truth, both sides NFC with whitespace runs as one space.
 """
 
@@ -145,6 +146,15 @@ def auc(lines: list[Line], key, by_chars: bool = False) -> float:
     return float(np.trapezoid(y / y[-1], x / x[-1]))
 
 
+def gain(lines: list[Line], now: str, before: str, by_chars: bool, repeats: int = 1000) -> str:
+    """AUC of measure `now` minus that of `before`, with a 95% interval by paired bootstrap over lines."""
+    rng = np.random.default_rng(0)
+    diff = lambda sample: (auc(sample, lambda x: x.scores[now], by_chars)  # noqa: E731
+                           - auc(sample, lambda x: x.scores[before], by_chars))
+    draws = [diff([lines[i] for i in rng.integers(0, len(lines), len(lines))]) for _ in range(repeats)]
+    return f"{diff(lines):+.3f} ({np.percentile(draws, 2.5):+.3f} to {np.percentile(draws, 97.5):+.3f})"
+
+
 def report(name: str, lines: list[Line], key) -> None:
     low, high = tenths(lines, key)
     print(f"| {name} | {100 * low:.1f}% | {100 * high:.1f}% | {auc(lines, key):.3f} | {auc(lines, key, True):.3f} |")
@@ -173,6 +183,9 @@ def main() -> int:
     print(f"| random order (expected) | {100 * errors / chars:.1f}% | {100 * errors / chars:.1f}% | 0.500 | 0.500 |")
     report("oracle: most errors first", lines, lambda x: -x.errors)
     report("oracle: highest CER first", lines, lambda x: -x.errors / x.chars)
+    now, before = "CTC posterior per character (now)", "geometric mean of characters' best-frame p (before)"
+    print(f"\nAUC now - before, 95% interval by bootstrap over lines: per line {gain(lines, now, before, False)}, "
+          f"per character {gain(lines, now, before, True)}")
     return 0
 
 

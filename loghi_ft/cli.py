@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": "evaluate",
     "text": "text",
     "compare": "compare",
+    "review": "review",
     "export": "export",
     "import-loghi": "import_loghi",
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
-from conftest import ROOT, TIMEUS
+from conftest import FIXTURES, ROOT, TIMEUS
 from loghi_ft.cli import main
 from loghi_ft.evaluation.metrics import char_errors
 from loghi_ft.evaluation.scoring import normalize
@@ -123,6 +123,19 @@ def test_pages_without_their_images_are_listed_and_the_fix_is_named(tmp_path, ca
     assert "--images" in capsys.readouterr().err
     assert review(str(tmp_path / "nope"), "--output", str(report)) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_alto_pages_give_the_confidence_of_their_lines(tmp_path):
+    source = FIXTURES / "alto" / "bsb00084914_00007.xml"
+    lines = read_page(source).lines
+    confs = {line.id: round(0.9 - 0.07 * i, 4) for i, line in enumerate(lines[:8])}
+    (tmp_path / "rec").mkdir()
+    write_page(source, tmp_path / "rec" / source.name, {k: LineResult(f"line {k}", c) for k, c in confs.items()},
+               {"model": "test"})
+    report = tmp_path / "review.html"
+    assert review(str(tmp_path / "rec"), "--output", str(report), "--limit", "8") == 0
+    order, _ = listed(report)
+    assert [line_id for _, line_id in order] == sorted(confs, key=confs.get)
 
 
 def test_confidence_is_the_reading_probability_over_all_alignments_per_character():

@@ -60,6 +60,8 @@ def read_lines(inputs: Iterable[str | Path], log: Callable[[str], None] = print,
             page.image_path = (Path(images) / rel).parent / os.path.relpath(page.image_path, xml.parent)
         out.pages[rel] = page
         out.lines += [ReviewLine(rel, line.id, line.text, confs.get(line.id)) for line in page.lines]
+    if not out.lines:
+        raise UserError(f"no text line to review in {', '.join(map(str, inputs))}")
     return out
 
 

@@ -22,9 +22,9 @@ class Settings:
     csv: Path | None = setting(None, "the CSV to write (default: the --output file with .csv)")
     images: Path | None = setting(None, "the folder `infer` read, for the page images of pages it wrote to --output "
                                   "(images not beside their pages are looked for there, in the same tree)")
-    order: str = setting("char", "char: by the confidence, a per-character measure (for the fewest errors per "
+    order: str = setting("char", "char: by the confidence, a per-character measure (the most errors per "
                          "character read); line: by the probability that the whole line is right, confidence ^ "
-                         "characters (for the most errors per line checked)", choices=("char", "line"))
+                         "characters (the most errors per line checked)", choices=("char", "line"))
     limit: int = setting(0, "list only the N least confident lines (0: all)")
     min_conf: float | None = setting(None, "leave out lines less confident than this")
     max_conf: float | None = setting(None, "leave out lines more confident than this")

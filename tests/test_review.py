@@ -154,6 +154,7 @@ def test_confidence_is_the_reading_probability_over_all_alignments_per_character
     assert decoded.text == "ab" and decoded.conf == pytest.approx(0.56 ** 0.5, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_least_confident_lines_of_real_pages_hold_the_most_errors(tmp_path):
     # three timeus test pages (77 lines) read by the shipped model; measured: least confident tenth 27.5% CER,
     # most confident tenth 2.5%, all 7.9%

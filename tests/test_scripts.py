@@ -173,6 +173,7 @@ def test_inference_hands_a_language_model_text_to_the_beam_search(pages, tmp_pat
     assert f"{text.parent}:{text.parent}:ro" in option_values(args, "-v")
 
 
+@pytest.mark.slow
 def test_inference_sh_shards_words_and_text(model, tmp_path):  # noqa: F811
     source = copy_pages(TRAIN_PAGES + VAL_PAGES + TEST_PAGES, tmp_path / "in")
     out = tmp_path / "out"

@@ -1,7 +1,8 @@
 """Cut the transcribed lines of PAGE/ALTO pages into line images and Loghi list files, split by page.
 
 Writes OUTPUT/training_all.txt, training_all_train.txt, training_all_val.txt (and training_all_test.txt
-when the split file names test pages), the line images under OUTPUT/lines/, and OUTPUT/prepare_report.json.
+when the split file names test pages), the line images under OUTPUT/lines/, the packed strips that training
+reads beside the train and val lists (<list>.h<height>.cache/), and OUTPUT/prepare_report.json.
 """
 
 from __future__ import annotations

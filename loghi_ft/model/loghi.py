@@ -1,7 +1,10 @@
 """Loghi models in: a Loghi `best_val/` folder (Keras `.keras`, or a legacy SavedModel) becomes one of our model folders.
 
 A Loghi model is a chain of Keras layers on the transposed line image, (N, W, H, C), built by
-Loghi's VGSL generator. We read the layer graph from the `.keras` zip (config.json + model.weights.h5,
+vgslify (Loghi's VGSL generator): a linear Conv2D or Dense followed by its own Activation layer, and for the
+output a Dense named `dense_out` and an Activation softmax (`activation`, `activation_<n>`: Loghi's names for the
+layers that replace the spec's output). Older Loghi models keep the activation inside Conv2D and Dense, and end
+in a softmax Dense and a linear Activation. We read the layer graph from the `.keras` zip (config.json + model.weights.h5,
 with zipfile, json and h5py: no TensorFlow), translate it into our VGSL spec, build that with
 `build_model` and convert every weight:
 
@@ -14,6 +17,8 @@ with zipfile, json and h5py: no TensorFlow), translate it into our VGSL spec, bu
 - GRU (reset_after=True; gates z, r, h in Keras, r, z, n in torch): swap the first two blocks of kernel,
   recurrent_kernel and both bias rows; bias[0] -> bias_ih, bias[1] -> bias_hh.
 - Bidirectional: forward_layer -> *_l0, backward_layer -> *_l0_reverse (both align their outputs in time).
+- Activation after a linear Conv2D or Dense: becomes that layer's activation in our token (Cr..., Fr...); a
+  linear Activation anywhere is the identity and adds nothing.
 - Dense kernel.T -> weight. The output layer's rows are reordered: Loghi's CTC blank is its last row
   (tf.nn.ctc_greedy_decoder's default) and row j is tokenizer entry j+1 (row 0 = [UNK]); ours puts the
   blank at row 0, then [UNK] (kept as U+FFFD so the softmax over the rows is unchanged), then the characters.
@@ -150,6 +155,9 @@ def read_saved_model(folder: Path) -> list[KerasLayer]:
     try:
         import tf_keras as tfk  # Keras 2 for TensorFlow >= 2.16, where tf.keras (Keras 3) cannot read SavedModels
     except ImportError:
+        if tuple(int(v) for v in tf.__version__.split(".")[:2]) >= (2, 16):
+            raise UserError(f"{folder}: a legacy SavedModel needs Keras 2, and TensorFlow {tf.__version__} comes with "
+                            f"Keras 3: pip install tf_keras") from None
         tfk = tf.keras
     try:
         model = tfk.models.load_model(str(folder), compile=False)
@@ -337,7 +345,7 @@ def translate(layers: list[KerasLayer], source: Path) -> Plan:
     if out is None:
         raise UserError(f"{source}: no Dense output layer")
     _check_output_activation(body[out:], source)
-    state = {"image": True, "height": plan.height, "channels": plan.channels, "features": 0}
+    state = {"image": True, "height": plan.height, "channels": plan.channels, "features": 0, "bare": None}
     for layer in body[:out]:
         _translate_layer(layer, plan, state, source)
     if state["image"]:
@@ -372,6 +380,10 @@ def _check_output_activation(tail: list[KerasLayer], source: Path) -> None:
 def _translate_layer(layer: KerasLayer, plan: Plan, state: dict, source: Path) -> None:
     kind, c, name = layer.kind, layer.config, layer.name
     where = f"{source}: layer '{name}' ({kind})"
+    if kind == "Activation":
+        _fold_activation(layer, plan, state, where)
+        return
+    state["bare"] = None  # an Activation joins only the layer right before it
     if kind == "Conv2D":
         _need(state["image"], where, "comes after the reshape to a sequence")
         _need(c.get("padding") == "same", where, f"padding {c.get('padding')!r}; Loghi uses 'same'")
@@ -386,6 +398,7 @@ def _translate_layer(layer: KerasLayer, plan: Plan, state: dict, source: Path) -
         bias = _weight(layer, 1, (filters,), where) if c.get("use_bias", True) else np.zeros(filters, np.float32)
         token = f"C{act}{kh},{kw},{filters}" if (sw, sh) == (1, 1) else f"C{act}{kh},{kw},{sw},{sh},{filters}"
         plan.add(token, {"weight": kernel.transpose(3, 2, 1, 0), "bias": bias}, name)
+        state["bare"] = len(plan.tokens) - 1 if act == "l" else None
         state["channels"] = filters
         state["height"] = -(-state["height"] // sh)
     elif kind in ("MaxPooling2D", "AveragePooling2D"):
@@ -443,11 +456,25 @@ def _translate_layer(layer: KerasLayer, plan: Plan, state: dict, source: Path) -
         act = _activation(c, where)
         kernel, bias = _dense_weights(layer, state["features"], where)
         plan.add(f"F{act}{kernel.shape[1]}", {"weight": kernel.T, "bias": bias}, name)
+        state["bare"] = len(plan.tokens) - 1 if act == "l" else None
         state["features"] = kernel.shape[1]
     else:
         raise UserError(f"{where}: this kind of layer is not supported; Loghi models are made of Conv2D, "
-                        f"MaxPooling2D/AveragePooling2D, BatchNormalization, Dropout, Reshape, Bidirectional "
-                        f"LSTM/GRU, LSTM/GRU and Dense layers")
+                        f"Activation, MaxPooling2D/AveragePooling2D, BatchNormalization, Dropout, Reshape, "
+                        f"Bidirectional LSTM/GRU, LSTM/GRU and Dense layers")
+
+
+def _fold_activation(layer: KerasLayer, plan: Plan, state: dict, where: str) -> None:
+    """vgslify's Activation layer after a linear Conv2D or Dense becomes that token's activation letter."""
+    act = _activation(layer.config, where)
+    if act == "l":
+        return
+    bare = state.get("bare")
+    _need(bare is not None, where, f"applies {layer.config['activation']!r} to a layer that is not a Conv2D or "
+          f"Dense without activation of its own; our layers cannot express an activation there")
+    token = plan.tokens[bare]
+    plan.tokens[bare] = token[0] + act + token[2:]
+    state["bare"] = None
 
 
 def _rnn_config(inner: dict, where: str) -> tuple[str, int, str]:
@@ -495,7 +522,8 @@ def _dense_weights(layer: KerasLayer, features: int, where) -> tuple[np.ndarray,
 
 def _activation(c: dict, where: str) -> str:
     act = c.get("activation", "linear")
-    _need(act in ACTIVATIONS, where, f"activation {act!r} is not supported")
+    _need(isinstance(act, str) and act in ACTIVATIONS, where,
+          f"activation {act!r} is not supported (only {', '.join(ACTIVATIONS)})")
     return ACTIVATIONS[act]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -72,14 +73,14 @@ GPU = Profile(gpu="0")
 CPU_SMOKE = Profile(gpu="-1", batches={"small": [4, 8], "recommended": [2]}, first_epoch_lines={"small": 16,
                     "recommended": 2}, epoch_seconds=1.0, steady_seconds=2.0, first_epoch_seconds=60.0, val_lines=8,
                     workers=1, threads=1, infer_inputs=("samples/test",), infer_repeats=4, infer_list_lines=64,
-                    infer_batch=16, torchrun_steps=3, budget=300.0)
+                    infer_batch=16, torchrun_steps=3, budget=600.0)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", nargs="?", type=Path, help="the JSON file (default: $OUT/gpu_check.json)")
     parser.add_argument("--cpu-smoke", action="store_true", help="the same steps, tiny, on the CPU (tests the script)")
-    parser.add_argument("--budget", type=float, help="seconds for all steps (default: 450; 300 with --cpu-smoke)")
+    parser.add_argument("--budget", type=float, help="seconds for all steps (default: 450; 600 with --cpu-smoke)")
     parser.add_argument("--part", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)  # a child's work
     args = parser.parse_args()
     if args.part:
@@ -204,17 +205,18 @@ class Report:
                 s[f"{preset}_lines_per_s"], s[f"{preset}_batch_size"] = best["lines_per_s"], best["batch_size"]
                 s[f"{preset}_gpu_busy"] = best.get("gpu_busy")
         configs = [c for k, v in steps.items() if k.startswith("train_") for c in v.get("configs", [])]
-        peaks = [c[k] for c in configs for k in ("gpu_memory_used_peak_mib", "torch_peak_reserved_mib") if c.get(k)]
-        s["gpu_memory_peak_mib"] = max(peaks, default=None)
+        for key in ("gpu_memory_used_peak_mib", "torch_peak_reserved_mib"):  # nvidia-smi's counts CUDA's context too
+            s[key] = max((c[key] for c in configs if c.get(key)), default=None)
         augmented = (steps.get("train_small_augmented", {}).get("configs") or [{}])[0]
-        s["small_augmented_lines_per_s"], s["small_augmented_gpu_busy"] = augmented.get("lines_per_s"), augmented.get("gpu_busy")
-        s["infer_pages_lines_per_s"] = steps.get("infer", {}).get("pages", {}).get("lines_per_s")
-        s["infer_list_lines_per_s"] = steps.get("infer", {}).get("list_lines_per_s")
-        s["torchrun_ok"], s["torchrun_nccl"] = steps.get("torchrun", {}).get("ok"), steps.get("torchrun", {}).get("nccl_initialised")
+        s["small_augmented_lines_per_s"], s["small_augmented_gpu_busy"] = (augmented.get("lines_per_s"),
+                                                                         augmented.get("gpu_busy"))
+        infer, torchrun = steps.get("infer", {}), steps.get("torchrun", {})
+        s["infer_pages_lines_per_s"] = infer.get("pages", {}).get("lines_per_s")
+        s["infer_list_lines_per_s"] = infer.get("list_lines_per_s")
+        s["torchrun_ok"], s["torchrun_nccl"] = torchrun.get("ok"), torchrun.get("nccl_initialised")
         s["nccl_probe_ok"] = steps.get("nccl_probe", {}).get("ok")
-        s["targets_met"] = {"small_lines_per_s": s.get("small_lines_per_s") is not None and
-                            s["small_lines_per_s"] >= TARGETS["small_lines_per_s"],
-                            "gpu_busy": s.get("small_gpu_busy") is not None and s["small_gpu_busy"] >= TARGETS["gpu_busy"]}
+        s["targets_met"] = {"small_lines_per_s": (s.get("small_lines_per_s") or 0) >= TARGETS["small_lines_per_s"],
+                            "gpu_busy": (s.get("small_gpu_busy") or 0) >= TARGETS["gpu_busy"]}
 
     def summary_text(self) -> str:
         self.data["total_s"] = round(time.time() - self.start, 1)
@@ -234,8 +236,6 @@ class Report:
 
 def install(report: Report) -> dict:
     """pip install -e . of this checkout: from ./.whl and the installed packages where no registry is reachable."""
-    import importlib.util
-
     cmd = [sys.executable, "-m", "pip", "install", "-e", str(ROOT)]
     if importlib.util.find_spec("setuptools"):
         cmd.append("--no-build-isolation")  # build with the installed setuptools: nothing to fetch for the build
@@ -277,11 +277,12 @@ def prepare(report: Report, work: Path) -> dict:
     """The sample pages cut into lines: training from samples/train, validation from samples/val."""
     lists = {}
     for part in ("train", "val"):
-        report.run([sys.executable, "-m", "loghi_ft", "prepare", ROOT / "samples" / part,
-                                "--output", work / "data" / part, "--val-fraction", "0"])
+        report.run([sys.executable, "-m", "loghi_ft", "prepare", ROOT / "samples" / part, "--output",
+                    work / "data" / part, "--val-fraction", "0"])
         lists[part] = str(work / "data" / part / "training_all_train.txt")
+    counts = {part: len(read_list(Path(path))) for part, path in lists.items()}
     lists["val"] = str(first_lines(Path(lists["val"]), report.profile.val_lines))
-    return {**lists, "lines": {part: len(read_list(Path(path))) for part, path in lists.items()}}
+    return {**lists, "lines": counts, "validation_lines_used": len(read_list(Path(lists["val"])))}
 
 
 def train_preset(report: Report, work: Path, lists: dict, preset: str, batches: list[int], augment: bool) -> dict:
@@ -384,8 +385,6 @@ def nccl_probe(report: Report, work: Path) -> dict:
 
 def machine_part(p: dict) -> None:
     """torch, CUDA, the GPU and a bf16 matrix product's rate; which of the package's imports work."""
-    import importlib
-
     import torch
 
     info = {"python": sys.version.split()[0], "python_executable": sys.executable, "torch": torch.__version__,

@@ -4,7 +4,7 @@
 # memory, and one torchrun/NCCL run, into one JSON file. Each step has its own time limit; the JSON is rewritten
 # after every step, so it holds whatever was measured even when a step fails.
 #
-#   benchmarks/gpu_check.sh [RESULT.json]            the check ($OUT/gpu_check.json when OUT is set and no path is given)
+#   benchmarks/gpu_check.sh [RESULT.json]            the check (default: $OUT/gpu_check.json)
 #   benchmarks/gpu_check.sh --cpu-smoke RESULT.json  the same steps, tiny, on the CPU: try the script here first
 #   benchmarks/gpu_check.sh --fetch-wheels           here, before a run on a machine that reaches no registry:
 #                                                    wheels of the dependencies its image lacks, into .whl/

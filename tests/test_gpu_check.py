@@ -11,7 +11,7 @@ from conftest import ROOT
 @pytest.mark.slow
 def test_cpu_smoke_run_writes_every_steps_figures(tmp_path):
     result = tmp_path / "gpu_check.json"
-    subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", str(result)], check=True, timeout=600,
+    subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", str(result)], check=True, timeout=900,
                    capture_output=True)
     report = json.loads(result.read_text(encoding="utf-8"))
     steps = report["steps"]

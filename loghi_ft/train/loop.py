@@ -46,6 +46,7 @@ class Place:
     device: torch.device
     rank: int = 0
     world: int = 1
+    distributed: bool = False  # started by torchrun: in a process group (NCCL or gloo) even when alone in it
 
     @property
     def master(self) -> bool:
@@ -132,7 +133,7 @@ def train(s: TrainSettings) -> Path | None:
     dtype = autocast_dtype(s.precision, place.device.type)
     autocast = torch.autocast(place.device.type, dtype=dtype) if dtype else nullcontext()
     net = nn.parallel.DistributedDataParallel(
-        model, device_ids=[place.device] if place.device.type == "cuda" else None) if place.world > 1 else model
+        model, device_ids=[place.device] if place.device.type == "cuda" else None) if place.distributed else model
     settings = as_dict(s)
     precision = str(dtype).replace("torch.", "") if dtype else "fp32"
     if place.master:
@@ -172,7 +173,7 @@ def train(s: TrainSettings) -> Path | None:
         stop.uninstall()
         if checking.writer:
             checking.writer.close()
-        if place.world > 1:
+        if place.distributed:
             torch.distributed.destroy_process_group()
     if not place.master:
         return None
@@ -211,14 +212,15 @@ def start_process(s: TrainSettings) -> Place:
     device = torch.device(f"cuda:{gpus[local % len(gpus)]}") if gpus else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world > 1:
+    distributed = "LOCAL_RANK" in os.environ
+    if distributed:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
     if s.threads:
         torch.set_num_threads(s.threads)
     random.seed(s.seed + rank)
     np.random.seed(s.seed + rank)
     torch.manual_seed(s.seed + rank)
-    return Place(device, rank, world)
+    return Place(device, rank, world, distributed)
 
 
 def starting_model(s: TrainSettings, run_dir: Path, log: Log) -> tuple[VGSLModel, ModelInfo | None, str, Path | None]:

@@ -1,12 +1,13 @@
 """Loghi models in: a Loghi `best_val/` folder (Keras `.keras`, or a legacy SavedModel) becomes one of our model folders.
 
-A Loghi model is a chain of Keras layers on the transposed line image, (N, W, H, C), built by
-vgslify (Loghi's VGSL generator): a linear Conv2D or Dense followed by its own Activation layer, and for the
-output a Dense named `dense_out` and an Activation softmax (`activation`, `activation_<n>`: Loghi's names for the
-layers that replace the spec's output). Older Loghi models keep the activation inside Conv2D and Dense, and end
-in a softmax Dense and a linear Activation. We read the layer graph from the `.keras` zip (config.json + model.weights.h5,
-with zipfile, json and h5py: no TensorFlow), translate it into our VGSL spec, build that with
-`build_model` and convert every weight:
+A Loghi model is a chain of Keras layers on the transposed line image, (N, W, H, C), built by vgslify
+(Loghi's VGSL generator): a linear Conv2D or Dense followed by its own Activation layer, and for the output a
+Dense named `dense_out` and an Activation softmax (`activation`, `activation_<n>`: Loghi's names for the layers
+that replace the spec's output). Older Loghi models keep the activation inside Conv2D and Dense, and end in a
+softmax Dense and a linear Activation. We read the layer graph from the `.keras` zip (config.json +
+model.weights.h5, written by Keras 3 or Keras 2; with zipfile, json and h5py: no TensorFlow), translate it into
+our VGSL spec, build that with `build_model` and convert every weight (tested on models that loghi-htr itself
+trained, tests/data/loghi):
 
 - Conv2D kernel (kW, kH, C_in, C_out) on (N, W, H, C) -> weight (C_out, C_in, kH, kW): permute(3, 2, 1, 0).
 - BatchNormalization gamma, beta, moving mean/variance -> weight, bias, running_mean, running_var; our Bn
@@ -25,7 +26,9 @@ with zipfile, json and h5py: no TensorFlow), translate it into our VGSL spec, bu
 
 Loghi's reading of pixels travels in ModelInfo.preprocess: input = 0.5 - pixel/255, 25 black columns
 (pixel 0) added left and right of every line (`resize_with_pad(width + 50)`), and the batch padded
-with -10 beyond a line's end (`padded_batch(padding_values=-10)`).
+with -10 beyond a line's end (`padded_batch(padding_values=-10)`). Not carried over: Loghi's loader also pads
+a line narrower than 16 pixels per character of the text its list gives (`_ensure_width_for_ctc`; "to be
+determined" when the list gives none), so its readings of lines narrower than 206 pixels differ from ours.
 """
 
 from __future__ import annotations

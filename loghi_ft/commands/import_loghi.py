@@ -1,8 +1,9 @@
 """Convert a Loghi model folder (best_val/: model.keras, tokenizer.json, config.json) into a loghi-ft model folder.
 
 The converted model reads lines as Loghi does (its pixel scaling and padding travel with it) and gives
-the same outputs (in float32: tests/data/loghi); fine-tune it with `loghi-ft train --base-model DST`. Legacy
-SavedModel folders (saved_model.pb) need TensorFlow, and with TensorFlow >= 2.16 tf_keras.
+the same outputs, checked against loghi-htr's own readings (`infer --precision fp32` computes as Loghi does on
+a CPU); fine-tune it with `loghi-ft train --base-model DST`. Legacy SavedModel folders (saved_model.pb) need
+TensorFlow, and with TensorFlow >= 2.16 tf_keras.
 """
 
 from __future__ import annotations

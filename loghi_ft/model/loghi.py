@@ -388,22 +388,7 @@ def _translate_layer(layer: KerasLayer, plan: Plan, state: dict, source: Path) -
         return
     state["bare"] = None  # an Activation joins only the layer right before it
     if kind == "Conv2D":
-        _need(state["image"], where, "comes after the reshape to a sequence")
-        _need(c.get("padding") == "same", where, f"padding {c.get('padding')!r}; Loghi uses 'same'")
-        _need(tuple(c.get("dilation_rate", (1, 1))) == (1, 1), where, "dilation is not supported")
-        _need(c.get("groups", 1) == 1 and c.get("data_format", "channels_last") == "channels_last", where,
-              "grouped or channels-first convolutions are not supported")
-        act = _activation(c, where)
-        kw, kh = c["kernel_size"]
-        sw, sh = c.get("strides", (1, 1))
-        filters = c["filters"]
-        kernel = _weight(layer, 0, (kw, kh, state["channels"], filters), where)
-        bias = _weight(layer, 1, (filters,), where) if c.get("use_bias", True) else np.zeros(filters, np.float32)
-        token = f"C{act}{kh},{kw},{filters}" if (sw, sh) == (1, 1) else f"C{act}{kh},{kw},{sw},{sh},{filters}"
-        plan.add(token, {"weight": kernel.transpose(3, 2, 1, 0), "bias": bias}, name)
-        state["bare"] = len(plan.tokens) - 1 if act == "l" else None
-        state["channels"] = filters
-        state["height"] = -(-state["height"] // sh)
+        _translate_conv(layer, plan, state, where)
     elif kind in ("MaxPooling2D", "AveragePooling2D"):
         _need(state["image"], where, "comes after the reshape to a sequence")
         _need(c.get("padding") == "same", where, f"padding {c.get('padding')!r}; Loghi uses 'same'")
@@ -412,18 +397,7 @@ def _translate_layer(layer: KerasLayer, plan: Plan, state: dict, source: Path) -
         plan.add(f"{'Mp' if kind == 'MaxPooling2D' else 'Ap'}{pw},{ph},{sw},{sh}", {}, name)
         state["height"] = -(-state["height"] // sh)
     elif kind == "BatchNormalization":
-        axis = c.get("axis", -1)
-        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-        _need(axis in (-1, 3 if state["image"] else 2), where, f"normalises axis {axis}, not the channels")
-        n = state["channels"] if state["image"] else state["features"]
-        arrays = iter(layer.weights)
-        gamma = _next(arrays, (n,), where) if c.get("scale", True) else np.ones(n, np.float32)
-        beta = _next(arrays, (n,), where) if c.get("center", True) else np.zeros(n, np.float32)
-        mean, var = _next(arrays, (n,), where), _next(arrays, (n,), where)
-        var = var + float(c.get("epsilon", OUR_BN_EPSILON)) - OUR_BN_EPSILON
-        _need(bool((var > 0).all()), where, f"epsilon {c.get('epsilon')} with variances this small cannot be "
-              f"represented with our epsilon {OUR_BN_EPSILON}")
-        plan.add("Bn", {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}, name)
+        _translate_batchnorm(layer, plan, state, where)
     elif kind == "Dropout":
         plan.add(f"D{round(float(c.get('rate', 0)) * 100)}", {}, name)
     elif kind == "Reshape":
@@ -465,6 +439,44 @@ def _translate_layer(layer: KerasLayer, plan: Plan, state: dict, source: Path) -
         raise UserError(f"{where}: this kind of layer is not supported; Loghi models are made of Conv2D, "
                         f"Activation, MaxPooling2D/AveragePooling2D, BatchNormalization, Dropout, Reshape, "
                         f"Bidirectional LSTM/GRU, LSTM/GRU and Dense layers")
+
+
+def _translate_conv(layer: KerasLayer, plan: Plan, state: dict, where: str) -> None:
+    """A Keras Conv2D as a VGSL C token with torch's weight layout."""
+    c, name = layer.config, layer.name
+    _need(state["image"], where, "comes after the reshape to a sequence")
+    _need(c.get("padding") == "same", where, f"padding {c.get('padding')!r}; Loghi uses 'same'")
+    _need(tuple(c.get("dilation_rate", (1, 1))) == (1, 1), where, "dilation is not supported")
+    _need(c.get("groups", 1) == 1 and c.get("data_format", "channels_last") == "channels_last", where,
+          "grouped or channels-first convolutions are not supported")
+    act = _activation(c, where)
+    kw, kh = c["kernel_size"]
+    sw, sh = c.get("strides", (1, 1))
+    filters = c["filters"]
+    kernel = _weight(layer, 0, (kw, kh, state["channels"], filters), where)
+    bias = _weight(layer, 1, (filters,), where) if c.get("use_bias", True) else np.zeros(filters, np.float32)
+    token = f"C{act}{kh},{kw},{filters}" if (sw, sh) == (1, 1) else f"C{act}{kh},{kw},{sw},{sh},{filters}"
+    plan.add(token, {"weight": kernel.transpose(3, 2, 1, 0), "bias": bias}, name)
+    state["bare"] = len(plan.tokens) - 1 if act == "l" else None
+    state["channels"] = filters
+    state["height"] = -(-state["height"] // sh)
+
+
+def _translate_batchnorm(layer: KerasLayer, plan: Plan, state: dict, where: str) -> None:
+    """A Keras BatchNormalization as a Bn token, its epsilon folded into the running variance."""
+    c, name = layer.config, layer.name
+    axis = c.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    _need(axis in (-1, 3 if state["image"] else 2), where, f"normalises axis {axis}, not the channels")
+    n = state["channels"] if state["image"] else state["features"]
+    arrays = iter(layer.weights)
+    gamma = _next(arrays, (n,), where) if c.get("scale", True) else np.ones(n, np.float32)
+    beta = _next(arrays, (n,), where) if c.get("center", True) else np.zeros(n, np.float32)
+    mean, var = _next(arrays, (n,), where), _next(arrays, (n,), where)
+    var = var + float(c.get("epsilon", OUR_BN_EPSILON)) - OUR_BN_EPSILON
+    _need(bool((var > 0).all()), where, f"epsilon {c.get('epsilon')} with variances this small cannot be "
+          f"represented with our epsilon {OUR_BN_EPSILON}")
+    plan.add("Bn", {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}, name)
 
 
 def _fold_activation(layer: KerasLayer, plan: Plan, state: dict, where: str) -> None:

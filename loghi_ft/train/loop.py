@@ -35,7 +35,7 @@ from loghi_ft.model.pixels import DEFAULT_PREPROCESS
 from loghi_ft.model.vgsl import VGSLModel, build_model
 from loghi_ft.settings import as_dict, recipe_text
 from loghi_ft.train.checkpoint import STATE_JSON, read_checkpoint, write_checkpoint
-from loghi_ft.train.dataset import Batch, loaders, open_lines, trainable
+from loghi_ft.train.dataset import Batch, Lines, loaders, open_lines, trainable
 from loghi_ft.train.reporting import Log, StopRequest, write_metrics
 from loghi_ft.train.settings import TrainSettings
 
@@ -92,19 +92,9 @@ def train(s: TrainSettings) -> Path | None:
     model, base_info, mode, resume_from = starting_model(s, run_dir, log)
     form = base_info.normalization if base_info else s.normalize
 
-    # -- the lines, the charset they and the charset mode give, and the lines that model can learn from
-    lines = open_lines(s.train_list, model.height, form, place.rank, place.world)
-    val = open_lines([s.val_list], model.height, form, place.rank, place.world)
-    if not lines.refs:
-        raise UserError(f"no training lines in {', '.join(map(str, s.train_list))}")
-    if not val.refs:
-        raise UserError(f"no validation lines in {s.val_list}")
-    model, charset = fit_charset(model, base_info, mode, lines.texts + val.texts, s.spec)
-    codec, aug = Codec(charset), s.augmentation()
-    lines, unknown, too_long = trainable(lines, codec, model, aug, log)
-    if not lines.refs:
-        raise UserError(f"no training lines left: {unknown} have characters the model does not know "
-                        f"(--charset-mode {mode}), {too_long} are too long for their width")
+    # -- the lines, the model over the charset they and the charset mode give, the lines it can learn from
+    model, codec, lines, val = lines_and_charset(s, place, model, base_info, mode, form, log)
+    charset, aug = codec.charset, s.augmentation()
 
     # -- the model as it trains, its loaders and its optimiser
     follow_batch_statistics(model)
@@ -234,6 +224,25 @@ def starting_model(s: TrainSettings, run_dir: Path, log: Log) -> tuple[VGSLModel
         return *load_model(Path(s.base_model)), s.charset_mode, None
     # the spec is checked now; the output layer comes with the charset
     return build_model(s.spec, 2), None, "fresh", None
+
+
+def lines_and_charset(s: TrainSettings, place: Place, model: VGSLModel, base_info: ModelInfo | None, mode: str,
+                      form: str, log: Log) -> tuple[VGSLModel, Codec, Lines, Lines]:
+    """The training and validation lines, the model with an output over the charset they and the charset mode
+    give, its codec, and of the training lines those the model can learn from."""
+    lines = open_lines(s.train_list, model.height, form, place.rank, place.world)
+    val = open_lines([s.val_list], model.height, form, place.rank, place.world)
+    if not lines.refs:
+        raise UserError(f"no training lines in {', '.join(map(str, s.train_list))}")
+    if not val.refs:
+        raise UserError(f"no validation lines in {s.val_list}")
+    model, charset = fit_charset(model, base_info, mode, lines.texts + val.texts, s.spec)
+    codec = Codec(charset)
+    lines, unknown, too_long = trainable(lines, codec, model, s.augmentation(), log)
+    if not lines.refs:
+        raise UserError(f"no training lines left: {unknown} have characters the model does not know "
+                        f"(--charset-mode {mode}), {too_long} are too long for their width")
+    return model, codec, lines, val
 
 
 def run_epochs(s: TrainSettings, place: Place, net: nn.Module, loader, optimizer, autocast, checking: Validation,

@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,18 +16,18 @@ from safetensors.torch import load_file, save_file
 
 from loghi_ft.atomic import replace_folder
 from loghi_ft.errors import UserError
-from loghi_ft.model.folder import ModelInfo, save_model
-from loghi_ft.model.vgsl import VGSLModel
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 
 
-def write_checkpoint(run_dir: Path, model: VGSLModel, info: ModelInfo, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """last/: a model folder plus the optimiser tensors and RNG states (safetensors) and the rest (JSON), swapped in whole."""
+def write_checkpoint(run_dir: Path, save: Callable[[Path, dict], None], optimizer: torch.optim.Optimizer,
+                     state: dict) -> None:
+    """last/: the model folder that save(folder, training) writes, plus the optimiser tensors and RNG states
+    (safetensors) and the rest (JSON), swapped in whole."""
     tmp = run_dir / f".last.build-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, info, tmp)
+    save(tmp, {"step": state.get("step"), "epoch": state.get("epoch")})
     opt = optimizer.state_dict()
     tensors = {f"optimizer.{p}.{name}": v.detach().cpu().contiguous()
                for p, slots in opt["state"].items() for name, v in slots.items() if torch.is_tensor(v)}

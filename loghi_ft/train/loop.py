@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -59,18 +60,37 @@ class Progress:
     step: int = 0
     epoch: int = 0           # epochs done
     position: int = 0        # steps done in the current epoch
-    best_cer: float | None = None
+    best: float | None = None  # the best validation figure so far (the task's metric)
     bad_validations: int = 0
     rows: list[dict] = field(default_factory=list)  # one per validation, as in metrics.csv
+
+
+class Task(Protocol):
+    """What the loop needs of a kind of model: its loss, its validation and how to save it."""
+    model: nn.Module         # the model itself (not its DistributedDataParallel wrapper)
+    metric: str              # the validation figure that picks best_val/ ("cer" for lines)
+    higher_is_better: bool
+    unit: str                # what a sample is, for speeds ("lines", "pages")
+    plotted: tuple[str, ...]  # validation figures drawn in METRIC.png
+
+    def losses(self, net: nn.Module, batch, device: torch.device, autocast) -> Tensor:
+        """The forward pass and one loss per sample of the batch (weighted as the data says)."""
+
+    def validate(self, loader, device: torch.device, autocast, stop: StopRequest | None) -> dict | None:
+        """{"loss", the metric, other figures, "samples_per_s"}; None when `stop` was asked for meanwhile."""
+
+    def summary(self, result: dict) -> str:
+        """The validation figures for the log line."""
+
+    def save(self, folder: Path, training: dict) -> None:
+        """Write the model folder; `training` goes into its JSON."""
 
 
 @dataclass
 class Validation:
     """What validating and keeping the best model need, fixed for the run."""
-    model: VGSLModel
-    info: ModelInfo
+    task: Task
     loader: torch.utils.data.DataLoader | None  # None on ranks other than 0
-    codec: Codec
     device: torch.device
     autocast: object
     run_dir: Path
@@ -117,7 +137,7 @@ def train(s: TrainSettings) -> Path | None:
     progress = Progress()
     if resume_from:
         state = read_checkpoint(resume_from, optimizer)
-        progress = Progress(**{f.name: state[f.name] for f in fields(Progress)})
+        progress = resumed_progress(state)
         if place.rank:
             torch.manual_seed(s.seed + place.rank + progress.step)
     dtype = autocast_dtype(s.precision, place.device.type)
@@ -140,42 +160,18 @@ def train(s: TrainSettings) -> Path | None:
         f"{len(sampler)} steps per epoch on {place.device} x{place.world}, {precision}, {workers} loader workers")
     if resume_from:
         log(f"resuming from {resume_from}: epoch {progress.epoch + 1}, step {progress.step}"
-            + (f", best val CER so far {progress.best_cer:.2%}" if progress.best_cer is not None else ""))
-    checking = Validation(model, info, val_loader, codec, place.device, autocast, run_dir, settings, log,
+            + (f", best val CER so far {progress.best:.2%}" if progress.best is not None else ""))
+    task = LineTask(model, info, codec)
+    checking = Validation(task, val_loader, place.device, autocast, run_dir, settings, log,
                           tensorboard(run_dir) if s.tensorboard and place.master else None, s.patience)
-
-    # -- the loop: epochs of steps; validation after each epoch (and every --val-every steps)
-    stop = StopRequest(announce=place.master)
-    stop.install()  # every rank: torchrun passes a Ctrl+C on to each
-    try:
-        if mode in ("union", "keep", "replace") and not progress.rows:
-            # the starting model is row 0 and best_val/ until a trained one reads better: a fine-tune never
-            # leaves a model worse than the one it started from
-            validate_and_keep(checking, progress, float("nan"), 0.0, optimizer, time.perf_counter(), stop, place)
-        net.train()
-        for m in frozen:
-            m.eval()
-        stopped = run_epochs(s, place, net, train_loader, optimizer, autocast, checking, progress, stop,
-                             total_steps, warmup)
-        if place.master:
-            write_checkpoint(run_dir, model, info, optimizer, dict(asdict(progress), args=settings))
-    finally:
-        stop.uninstall()
-        if checking.writer:
-            checking.writer.close()
-        if place.distributed:
-            torch.distributed.destroy_process_group()
+    stopped = fit(s, place, net, train_loader, optimizer, autocast, checking, progress, frozen,
+                  validate_first=mode in ("union", "keep", "replace"), total_steps=total_steps, warmup=warmup)
     if not place.master:
         return None
-    if stopped:
-        log(f"stopped by {stop.signal or 'a signal'} at epoch {progress.epoch + 1}, step {progress.step}; "
-            "resume with --resume")
-    elif 0 < s.patience <= progress.bad_validations:
-        log(f"early stopping: val CER did not improve in {progress.bad_validations} validations")
     best = run_dir / "best_val"
     if progress.rows and min(progress.rows, key=lambda r: r["val_cer"])["step"] == 0:
         log("fine-tuning did not beat the base model on validation: best_val is the base model")
-    print(f"best_val: {best} (val CER {progress.best_cer * 100:.2f}%)", flush=True)
+    print(f"best_val: {best} (val CER {progress.best * 100:.2f}%)", flush=True)
     return best
 
 
@@ -245,12 +241,45 @@ def lines_and_charset(s: TrainSettings, place: Place, model: VGSLModel, base_inf
     return model, codec, lines, val
 
 
+def fit(s, place: Place, net: nn.Module, loader, optimizer, autocast, checking: Validation, progress: Progress,
+        frozen: list[nn.Module], *, validate_first: bool, total_steps: int, warmup: int) -> bool:
+    """The loop of any model: epochs of steps, validation after each epoch (and every --val-every steps), Ctrl+C
+    and SIGTERM stopping cleanly, last/ at the end; True when a signal stopped it. `validate_first`: the starting
+    model (a base being fine-tuned) is row 0 and best_val/ until a trained one does better, so that a fine-tune
+    never leaves a model worse than the one it started from."""
+    stop = StopRequest(announce=place.master)
+    stop.install()  # every rank: torchrun passes a Ctrl+C on to each
+    try:
+        if validate_first and not progress.rows:
+            validate_and_keep(checking, progress, float("nan"), 0.0, optimizer, time.perf_counter(), stop, place)
+        net.train()
+        for m in frozen:
+            m.eval()
+        stopped = run_epochs(s, place, net, loader, optimizer, autocast, checking, progress, stop, total_steps, warmup)
+        if place.master:
+            write_checkpoint(checking.run_dir, checking.task.save, optimizer, dict(asdict(progress), args=checking.settings))
+    finally:
+        stop.uninstall()
+        if checking.writer:
+            checking.writer.close()
+        if place.distributed:
+            torch.distributed.destroy_process_group()
+    if place.master:
+        if stopped:
+            checking.log(f"stopped by {stop.signal or 'a signal'} at epoch {progress.epoch + 1}, step {progress.step}; "
+                         "resume with --resume")
+        elif 0 < s.patience <= progress.bad_validations:
+            checking.log(f"early stopping: val {checking.task.metric} did not improve in {progress.bad_validations} "
+                         "validations")
+    return stopped
+
+
 def run_epochs(s: TrainSettings, place: Place, net: nn.Module, loader, optimizer, autocast, checking: Validation,
                progress: Progress, stop: StopRequest, total_steps: int, warmup: int) -> bool:
     """Train until the epochs, --max-steps, early stopping or a signal end it; True when a signal did."""
     from tqdm import tqdm
 
-    sampler, p = loader.batch_sampler, progress
+    sampler, p, unit = loader.batch_sampler, progress, checking.task.unit
     started = time.perf_counter()
     validated_at = p.rows[-1]["step"] if p.rows else None
     loss_sum, loss_lines, speed = 0.0, 0, 0.0
@@ -264,16 +293,16 @@ def run_epochs(s: TrainSettings, place: Place, net: nn.Module, loader, optimizer
         noted = tick  # without a terminal (a batch job's log) progress is a line a minute instead of a bar
         for batch in loader:
             lr = lr_at(p.step, total_steps, s.learning_rate, warmup)
-            loss = train_step(net, batch, optimizer, lr, autocast, place.device, s.grad_clip)
+            loss, samples = train_step(net, batch, checking.task, optimizer, lr, autocast, place.device, s.grad_clip)
             p.step, p.position = p.step + 1, p.position + 1
-            loss_sum, loss_lines = loss_sum + loss * len(batch.texts), loss_lines + len(batch.texts)
-            seen += len(batch.texts) * place.world
+            loss_sum, loss_lines = loss_sum + loss * samples, loss_lines + samples
+            seen += samples * place.world
             speed = seen / max(time.perf_counter() - tick, 1e-9)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lines_s=f"{speed:.1f}", refresh=False)
+            bar.set_postfix({"loss": f"{loss:.3f}", f"{unit}_s": f"{speed:.1f}"}, refresh=False)
             if bar.disable and place.master and time.perf_counter() - noted > 60:
                 noted = time.perf_counter()
-                checking.log(f"epoch {p.epoch + 1} step {p.position}/{len(sampler)}: loss {loss:.3f}, {speed:.1f} lines/s")
+                checking.log(f"epoch {p.epoch + 1} step {p.position}/{len(sampler)}: loss {loss:.3f}, {speed:.1f} {unit}/s")
             if checking.writer:
                 checking.writer.add_scalar("train/loss", loss, p.step)
                 checking.writer.add_scalar("train/lr", lr, p.step)
@@ -297,27 +326,65 @@ def run_epochs(s: TrainSettings, place: Place, net: nn.Module, loader, optimizer
             validated_at, loss_sum, loss_lines = p.step, 0.0, 0
     # stopped before any validation: validate once, so that there is a best_val/ to use (rank 0 alone: the
     # others have left the loop, so no decision is shared)
-    if place.master and p.best_cer is None and validated_at != p.step:
+    if place.master and p.best is None and validated_at != p.step:
         validate_and_keep(checking, p, loss_sum / loss_lines if loss_lines else float("nan"), speed, optimizer,
                           started, None, Place(place.device))
     return stopping
 
 
-def train_step(net: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, lr: float, autocast,
-               device: torch.device, grad_clip: float) -> float:
-    """One optimizer step at learning rate `lr`; returns the batch's mean loss per line."""
+def train_step(net: nn.Module, batch, task: Task, optimizer: torch.optim.Optimizer, lr: float, autocast,
+               device: torch.device, grad_clip: float) -> tuple[float, int]:
+    """One optimizer step at learning rate `lr`; returns the batch's mean loss per sample and its samples."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    losses, _, _ = ctc_losses(net, batch, device, autocast)
-    if batch.weights is not None:  # a line of weight 2 counts as two
-        losses = losses * batch.weights.to(device)
-    loss = losses.sum() / len(batch.texts)
+    losses = task.losses(net, batch, device, autocast)
+    loss = losses.sum() / len(losses)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
         nn.utils.clip_grad_norm_([q for q in net.parameters() if q.requires_grad], grad_clip)
     optimizer.step()
-    return loss.item()
+    return loss.item(), len(losses)
+
+
+class LineTask:
+    """A line recogniser: CTC loss, validation read as `infer` reads (greedy), CER picks best_val/."""
+    metric, higher_is_better, unit, plotted = "cer", False, "lines", ("cer",)
+
+    def __init__(self, model: VGSLModel, info: ModelInfo, codec: Codec):
+        self.model, self.info, self.codec = model, info, codec
+
+    def losses(self, net: nn.Module, batch: Batch, device: torch.device, autocast) -> Tensor:
+        losses, _, _ = ctc_losses(net, batch, device, autocast)
+        if batch.weights is not None:  # a line of weight 2 counts as two
+            losses = losses * batch.weights.to(device)
+        return losses
+
+    @torch.no_grad()
+    def validate(self, loader, device: torch.device, autocast, stop: StopRequest | None) -> dict | None:
+        """Val loss, CER and WER; None when `stop` was asked for meanwhile."""
+        start, loss, lines = time.perf_counter(), 0.0, 0
+        chars, words = ErrorCounts(), ErrorCounts()
+        decoder = Decoder(self.codec)
+        for batch in loader:
+            if stop is not None and stop.signal:
+                return None
+            losses, log_probs, lengths = ctc_losses(self.model, batch, device, autocast)
+            loss += losses.sum().item()
+            for decoded, truth in zip(decoder(log_probs.cpu(), lengths.cpu()), batch.texts):
+                chars.add(char_errors(truth, decoded.text))
+                words.add(word_errors(truth, decoded.text))
+            lines += len(batch.texts)
+        seconds = time.perf_counter() - start
+        return {"loss": loss / max(lines, 1), "cer": chars.rate, "wer": words.rate,
+                "samples_per_s": lines / max(seconds, 1e-9)}
+
+    def summary(self, result: dict) -> str:
+        return f"CER {result['cer']:.2%}, WER {result['wer']:.2%}"
+
+    def save(self, folder: Path, training: dict) -> None:
+        self.info.training = training
+        save_model(self.model, self.info, folder)
 
 
 def ctc_losses(net: nn.Module, batch: Batch, device: torch.device, autocast) -> tuple[Tensor, Tensor, Tensor]:
@@ -332,67 +399,61 @@ def ctc_losses(net: nn.Module, batch: Batch, device: torch.device, autocast) -> 
     return losses, log_probs, lengths
 
 
-@torch.no_grad()
-def validate(model: VGSLModel, loader, codec: Codec, device: torch.device, autocast,
-             stop: StopRequest | None) -> dict | None:
-    """Val loss, CER and WER, read as `infer` reads (greedy); None when `stop` was asked for meanwhile."""
+def validate(v: Validation, stop: StopRequest | None) -> dict | None:
+    """The task's validation with its model in eval mode."""
+    model = v.task.model
     was_training = model.training
     model.eval()
-    start, loss, lines = time.perf_counter(), 0.0, 0
-    chars, words = ErrorCounts(), ErrorCounts()
-    decoder = Decoder(codec)
     try:
-        for batch in loader:
-            if stop is not None and stop.signal:
-                return None
-            losses, log_probs, lengths = ctc_losses(model, batch, device, autocast)
-            loss += losses.sum().item()
-            for decoded, truth in zip(decoder(log_probs.cpu(), lengths.cpu()), batch.texts):
-                chars.add(char_errors(truth, decoded.text))
-                words.add(word_errors(truth, decoded.text))
-            lines += len(batch.texts)
+        return v.task.validate(v.loader, v.device, v.autocast, stop)
     finally:
         model.train(was_training)
-    seconds = time.perf_counter() - start
-    return {"loss": loss / max(lines, 1), "cer": chars.rate, "wer": words.rate, "lines_per_s": lines / max(seconds, 1e-9)}
 
 
 def validate_and_keep(v: Validation, p: Progress, train_loss: float, speed: float, optimizer, started: float,
                       stop: StopRequest | None, place: Place) -> bool:
-    """Validate on rank 0, record it, save best_val/ when the CER improved; True when early stopping says enough.
-    `stop` lets a signal cut validation short (None: validate whatever happens)."""
+    """Validate on rank 0, record it, save best_val/ when the metric improved; True when early stopping says
+    enough. `stop` lets a signal cut validation short (None: validate whatever happens)."""
     # at an epoch's end, the one just done; before the first step, epoch 0 (the starting model)
     shown_epoch = p.epoch if p.position == 0 else p.epoch + 1
     enough = False
-    result = validate(v.model, v.loader, v.codec, v.device, v.autocast, stop) if place.master else None
+    task, unit = v.task, v.task.unit
+    result = validate(v, stop) if place.master else None
     if result is not None:
-        improved = p.best_cer is None or result["cer"] < p.best_cer
+        score = result[task.metric]
+        improved = p.best is None or (score > p.best if task.higher_is_better else score < p.best)
         lr = optimizer.param_groups[0]["lr"]
+        figures = {f"val_{k}": round(x, 6) for k, x in result.items() if k not in ("loss", "samples_per_s")}
         p.rows.append({"epoch": shown_epoch, "step": p.step, "train_loss": round(train_loss, 5),
-                       "val_loss": round(result["loss"], 5), "val_cer": round(result["cer"], 6),
-                       "val_wer": round(result["wer"], 6), "lr": lr, "train_lines_per_s": round(speed, 2),
-                       "val_lines_per_s": round(result["lines_per_s"], 2),
+                       "val_loss": round(result["loss"], 5), **figures, "lr": lr,
+                       f"train_{unit}_per_s": round(speed, 2), f"val_{unit}_per_s": round(result["samples_per_s"], 2),
                        "seconds": round(time.perf_counter() - started, 1)})
         if improved:
-            p.best_cer, p.bad_validations = result["cer"], 0
-            v.info.training = {"val_cer": result["cer"], "val_wer": result["wer"], "epoch": shown_epoch, "step": p.step,
-                               "base_model": v.settings["base_model"], "args": v.settings}
-            save_model(v.model, v.info, v.run_dir / "best_val")
+            p.best, p.bad_validations = score, 0
+            task.save(v.run_dir / "best_val", {**figures, "epoch": shown_epoch, "step": p.step,
+                                               "base_model": v.settings["base_model"], "args": v.settings})
         else:
             p.bad_validations += 1
-        write_metrics(v.run_dir, p.rows)
+        write_metrics(v.run_dir, p.rows, task.metric, task.plotted)
         # last/ after every validation too: a run killed without warning (a lost session, a pre-empted node)
         # resumes from here rather than from nothing
-        write_checkpoint(v.run_dir, v.model, v.info, optimizer, dict(asdict(p), args=v.settings))
+        write_checkpoint(v.run_dir, task.save, optimizer, dict(asdict(p), args=v.settings))
         if v.writer:
-            for key in ("val_loss", "val_cer", "val_wer"):
+            for key in ("val_loss", *figures):
                 v.writer.add_scalar(key.replace("_", "/", 1), p.rows[-1][key], p.step)
         trained = f"train loss {train_loss:.3f}, " if p.step else "the starting model: "
-        v.log(f"epoch {shown_epoch} step {p.step}: {trained}val loss {result['loss']:.3f}, CER {result['cer']:.2%}, "
-              f"WER {result['wer']:.2%}, lr {lr:.2e}, {speed:.1f} lines/s, {p.rows[-1]['seconds']:.0f}s"
-              + ("  (best)" if improved else ""))
+        v.log(f"epoch {shown_epoch} step {p.step}: {trained}val loss {result['loss']:.3f}, {task.summary(result)}, "
+              f"lr {lr:.2e}, {speed:.1f} {unit}/s, {p.rows[-1]['seconds']:.0f}s" + ("  (best)" if improved else ""))
         enough = 0 < v.patience <= p.bad_validations
     return agree(enough, place, source=0)
+
+
+def resumed_progress(state: dict) -> Progress:
+    """The loop's counters from last/'s state (earlier runs named the best CER best_cer)."""
+    state = dict(state)
+    if "best_cer" in state:
+        state["best"] = state.pop("best_cer")
+    return Progress(**{f.name: state[f.name] for f in fields(Progress)})
 
 
 def agree(flag: bool, place: Place, source: int | None = None) -> bool:

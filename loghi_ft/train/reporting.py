@@ -13,8 +13,9 @@ from pathlib import Path
 from loghi_ft.atomic import write_atomic
 
 
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    """metrics.csv, loss.png and cer.png from all validations so far, each replaced atomically."""
+def write_metrics(run_dir: Path, rows: list[dict], metric: str = "cer", plotted: tuple[str, ...] = ("cer",)) -> None:
+    """metrics.csv, loss.png and METRIC.png (the `plotted` validation figures) from all validations so far, each
+    replaced atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -24,14 +25,15 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     steps = [r["step"] for r in rows]
-    for name, series, ylabel in (("loss.png", (("train_loss", "train"), ("val_loss", "validation")), "CTC loss per line"),
-                                 ("cer.png", (("val_cer", "validation CER"),), "character error rate")):
+    figures = ((f"val_{k}", f"validation {FIGURE_NAMES.get(k, k)}") for k in plotted)
+    for name, series, ylabel in (("loss.png", (("train_loss", "train"), ("val_loss", "validation")), "loss per sample"),
+                                 (f"{metric}.png", tuple(figures), FIGURE_NAMES.get(metric, metric))):
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         for key, label in series:
             ax.plot(steps, [r[key] for r in rows], marker="o", markersize=3, label=label)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
-        if name == "cer.png":
+        if name != "loss.png":
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.grid(alpha=0.3)
         ax.legend()
@@ -40,6 +42,10 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
         fig.savefig(png, format="png")
         plt.close(fig)
         write_atomic(run_dir / name, png.getvalue())
+
+
+FIGURE_NAMES = {"cer": "CER", "wer": "WER", "score": "score", "baseline_f1": "baseline F1",
+                "region_miou": "region mean IoU"}
 
 
 class Log:

@@ -165,7 +165,7 @@ def train(s: TrainSettings) -> Path | None:
     checking = Validation(task, val_loader, place.device, autocast, run_dir, settings, log,
                           tensorboard(run_dir) if s.tensorboard and place.master else None, s.patience)
     fit(s, place, net, train_loader, optimizer, autocast, checking, progress, frozen,
-              validate_first=mode in ("union", "keep", "replace"), total_steps=total_steps, warmup=warmup)
+        validate_first=mode in ("union", "keep", "replace"), total_steps=total_steps, warmup=warmup)
     if not place.master:
         return None
     best = run_dir / "best_val"

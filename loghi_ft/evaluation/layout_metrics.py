@@ -13,6 +13,9 @@ This is kraken 7's definition, with two differences: distances are measured from
 polyline's segments (simplified within SIMPLIFY = 0.5 px, so that lines traced pixel by pixel stay fast), not
 to its nearest resampled point (so a result does not depend on where the samples fall), and pages aggregate by summing (micro: every line weighs the same), where kraken averages page figures.
 No predictions and no truth scores 1; either side empty alone scores 0.
+The tolerance is in page pixels. kraken's `ketos segtest` measures at its network's output scale (its default
+spec reads pages 1800 px high and strides by 4), so its 10 px are about 10 x page height / 450 page pixels;
+pass that tolerance to compare with its figures.
 
 Regions. Polygons are rasterised at page size by pycocotools (run-length encoded, so a 10,000-pixel page
 costs little memory). Pixel IoU per class: intersection over union of the class's true and predicted areas,

@@ -98,6 +98,14 @@ def test_12bit_data_in_a_16bit_file_is_scaled_by_its_depth_not_left_dark(crop, t
     assert image.notes == ["16-bit samples scaled to 8 (0..4095 -> 0..255)"]
 
 
+def test_signed_samples_below_zero_come_out_black(crop, tmp_path):
+    stored = crop[..., 1].astype(np.int16) * 16 - 8   # 12-bit data with a negative offset, as instruments write
+    tifffile.imwrite(tmp_path / "signed.tif", stored)
+    image = load_page_image(tmp_path / "signed.tif")
+    assert np.array_equal(image.pixels[..., 0], np.clip(stored, 0, None) >> 4)
+    assert image.notes == ["16-bit samples scaled to 8 (0..4095 -> 0..255)"]
+
+
 def test_float_tiff_in_unit_range_is_scaled_to_8bit(crop, tmp_path):
     gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     path = tmp_path / "float.tif"
@@ -105,6 +113,16 @@ def test_float_tiff_in_unit_range_is_scaled_to_8bit(crop, tmp_path):
     image = load_page_image(path)
     assert np.array_equal(image.pixels, np.dstack([gray] * 3))
     assert image.notes == ["32-bit float samples scaled to 8 (0..1 -> 0..255)"]
+
+
+def test_float_tiff_outside_unit_range_is_scaled_from_its_own_range(crop, tmp_path):
+    values = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32) * 10.0 + 300.0
+    values[:10, :10] = np.nan   # unreadable samples count as 0
+    Image.fromarray(values, "F").save(tmp_path / "float.tif")
+    image = load_page_image(tmp_path / "float.tif")
+    expected = np.round(np.nan_to_num(values) / np.nanmax(values) * 255.0).astype(np.uint8)
+    assert np.array_equal(image.pixels[..., 0], expected)
+    assert image.notes == [f"32-bit float samples scaled to 8 (0..{np.nanmax(values):g} -> 0..255)"]
 
 
 def test_multipage_tiff_gives_its_first_page_with_a_note(crop, tmp_path):

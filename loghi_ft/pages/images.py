@@ -175,9 +175,11 @@ def _samples_to_8bit(pixels: np.ndarray, notes: list[str]) -> np.ndarray:
     """
     bits = pixels.dtype.itemsize * 8
     if pixels.dtype.kind in "ui":
-        top = int(pixels.max())
-        shift = max(0, top.bit_length() - 8)
-        pixels = np.right_shift(np.clip(pixels, 0, None), shift).astype(np.uint8)
+        if pixels.dtype.kind == "i":
+            pixels = np.clip(pixels, 0, None)   # nothing below black
+        shift = max(0, int(pixels.max()).bit_length() - 8)
+        # in place where the array is ours: a 16-bit scan is large, and its 8-bit copy is made next anyway
+        pixels = np.right_shift(pixels, shift, out=pixels if pixels.flags.writeable else None).astype(np.uint8)
         notes.append(f"{bits}-bit samples scaled to 8 (0..{(256 << shift) - 1} -> 0..255)")
         return pixels
     pixels = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)

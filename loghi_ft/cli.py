@@ -21,6 +21,7 @@ COMMANDS = {
     "review": "review",
     "export": "export",
     "import-loghi": "import_loghi",
+    "segtrain": "segtrain",
 }
 
 

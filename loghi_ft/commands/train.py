@@ -41,13 +41,13 @@ def converted_base(s: Settings) -> Path | None:
     return target
 
 
-def launch(s: Settings, processes: int) -> int:
-    """Run this same command as `processes` ranks under torchrun; returns its exit status."""
+def launch(s, processes: int, command: str = "train") -> int:
+    """Run the subcommand `command` with settings `s` as `processes` ranks under torchrun; returns its exit status."""
     from loghi_ft.settings import command_words
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "loghi_ft", "train", *command_words(s)]
-    proc = subprocess.Popen(command)
+    words = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "loghi_ft", command, *command_words(s)]
+    proc = subprocess.Popen(words)
 
     def forward(signum, frame):
         # Ctrl+C reaches torchrun through the terminal already; a SIGTERM sent to us alone is passed on

@@ -1,0 +1,189 @@
+"""From the network's maps to a page's layout: baselines traced along the skeleton of the baseline map, a polygon
+around each from the line-body map between its neighbours, regions as the outlines of each class's map.
+
+Every traced baseline becomes a line: where the body map gives nothing to outline, the polygon is a band around
+the baseline (counted in `Extracted.bands`), never a dropped line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from skimage.morphology import skeletonize
+
+from loghi_ft.layout.net import BASELINE, BODY, LayoutInfo
+from loghi_ft.pages.layout import Layout, LayoutLine, Points, Region
+
+MIN_BASELINE = 6        # skeleton pixels (model scale): shorter traces are specks
+MIN_REGION = 0.002      # of the page's area: smaller blobs of a region class are noise
+UP, DOWN = 0.7, 0.3     # a polygon reaches this share of the gap to the baseline above / below
+STEP = 4                # columns between the polygon's points (model scale)
+
+
+@dataclass
+class Extracted:
+    regions: list[Region] = field(default_factory=list)
+    lines: list[LayoutLine] = field(default_factory=list)
+    bands: int = 0      # lines whose polygon is the fallback band (the body map outlined nothing there)
+
+
+def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float = 0.5) -> Extracted:
+    """Regions and lines in page pixels from probabilities (channels, H, W) at `scale` model pixels per page pixel."""
+    traces = trace_baselines(probs[BASELINE] > threshold)
+    body = probs[BODY] > threshold
+    out = Extracted()
+    polylines = [t for t, _ in traces]
+    gaps = neighbour_gaps(polylines, probs.shape[1:])
+    for k, (trace, pixels) in enumerate(traces):
+        polygon, band = line_polygon(trace, body, gaps[k])
+        out.bands += band
+        kind = line_type(probs, pixels, info)
+        conf = float(probs[BASELINE][pixels[:, 0], pixels[:, 1]].mean())
+        out.lines.append(LayoutLine(f"l{k + 1}", _page(trace, scale), _page(polygon, scale), kind, conf=round(conf, 4)))
+    for c, name in enumerate(info.region_types):
+        out.regions += [Region(f"r{len(out.regions) + n + 1}", name, _page(poly, scale), conf)
+                        for n, (poly, conf) in enumerate(outlines(probs[2 + c], threshold))]
+    return out
+
+
+def trace_baselines(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each baseline as (polyline (n, 2) x,y from its start to its end, its skeleton pixels (m, 2) row,col)."""
+    skeleton = skeletonize(mask).astype(np.uint8)
+    count, labels = cv2.connectedComponents(skeleton, connectivity=8)
+    rows, cols = np.nonzero(labels)
+    order = np.argsort(labels[rows, cols], kind="stable")
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(labels[rows, cols], np.arange(1, count + 1))
+    traces = []
+    for k in range(1, count):
+        r, c = rows[starts[k - 1]:starts[k]], cols[starts[k - 1]:starts[k]]
+        if len(r) < MIN_BASELINE:
+            continue
+        traces.append((_polyline(np.stack([c, r], axis=1).astype(np.float64)), np.stack([r, c], axis=1)))
+    return traces
+
+
+def _polyline(points: np.ndarray) -> np.ndarray:
+    """The skeleton pixels as a polyline along their main direction (left to right for a level line): the mean of
+    the pixels in steps of 3 along it, simplified to within a pixel."""
+    centre = points.mean(axis=0)
+    _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+    direction = vt[0] if vt[0][0] >= 0 or abs(vt[0][0]) < abs(vt[0][1]) and vt[0][1] > 0 else -vt[0]
+    t = (points - centre) @ direction
+    bins = np.floor((t - t.min()) / 3).astype(int)
+    sums = np.zeros((bins.max() + 1, 2))
+    np.add.at(sums, bins, points)
+    counts = np.bincount(bins)[:, None]
+    line = sums[counts[:, 0] > 0] / counts[counts[:, 0] > 0]
+    line[0], line[-1] = points[np.argmin(t)], points[np.argmax(t)]  # reach the ends of the trace
+    simple = cv2.approxPolyDP(line.astype(np.float32).reshape(-1, 1, 2), 1.0, False).reshape(-1, 2)
+    return simple.astype(np.float64) if len(simple) >= 2 else line[[0, -1]]
+
+
+def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each line, its columns xs, and per column the distance to the nearest baseline above and below
+    (the page's median gap where no neighbour overlaps it)."""
+    h, w = shape
+    spans = []
+    for line in lines:
+        x0, x1 = int(np.floor(line[:, 0].min())), int(np.ceil(line[:, 0].max()))
+        xs = np.arange(max(0, x0), min(w - 1, x1) + 1)
+        order = np.argsort(line[:, 0])
+        ys = np.interp(xs, line[order, 0], line[order, 1]) if len(xs) else np.zeros(0)
+        spans.append((xs, ys))
+    above = [np.full(len(xs), np.inf) for xs, _ in spans]
+    below = [np.full(len(xs), np.inf) for xs, _ in spans]
+    for i, (xi, yi) in enumerate(spans):
+        for j, (xj, yj) in enumerate(spans):
+            if i == j or not len(xi) or not len(xj) or xj[0] > xi[-1] or xj[-1] < xi[0]:
+                continue
+            lo, hi = max(xi[0], xj[0]), min(xi[-1], xj[-1])
+            a, b = slice(lo - xi[0], hi - xi[0] + 1), slice(lo - xj[0], hi - xj[0] + 1)
+            d = yi[a] - yj[b]  # > 0: line j is above line i
+            above[i][a] = np.where(d > 0, np.minimum(above[i][a], d), above[i][a])
+            below[i][a] = np.where(d < 0, np.minimum(below[i][a], -d), below[i][a])
+    seen = np.concatenate([g[np.isfinite(g)] for g in above] + [np.zeros(0)])
+    typical = float(np.median(seen)) if len(seen) else max(12.0, 0.04 * h)
+    typical = min(typical, 0.25 * h)
+    out = []
+    for (xs, ys), up, down in zip(spans, above, below):
+        up = np.minimum(np.where(np.isfinite(up), up, typical), 1.5 * typical)
+        down = np.minimum(np.where(np.isfinite(down), down, typical), 1.5 * typical)
+        out.append((xs, ys, np.stack([up, down])))
+    return out
+
+
+def line_polygon(trace: np.ndarray, body: np.ndarray, gap: tuple[np.ndarray, np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, bool]:
+    """The outline of the line's body between its neighbours: per column, the highest and lowest body pixel within
+    the band UP x gap above and DOWN x gap below the baseline; a plain band where the body map has nothing."""
+    xs, ys, (up, down) = gap
+    if len(xs) < 2:
+        return _band(trace, up.mean() if len(up) else 10.0, down.mean() if len(down) else 4.0), True
+    top_limit = np.maximum(0, np.floor(ys - UP * up)).astype(int)
+    bottom_limit = np.minimum(body.shape[0] - 1, np.ceil(ys + DOWN * down)).astype(int)
+    rows = np.arange(body.shape[0])[:, None]
+    inside = (rows >= top_limit) & (rows <= bottom_limit) & body[:, xs]
+    found = inside.any(axis=0)
+    if found.mean() < 0.3:
+        return _band(trace, float(np.median(up)) * 0.6, float(np.median(down)) * 0.3), True
+    top = np.where(found, inside.argmax(axis=0), ys - 0.4 * up)
+    bottom = np.where(found, body.shape[0] - 1 - inside[::-1].argmax(axis=0), ys + 0.15 * down)
+    top, bottom = np.minimum(top, ys - 1), np.maximum(bottom, ys + 1)  # the baseline is always inside
+    k = max(1, int(np.median(up) // 2) | 1)  # smooth over about half a line height
+    top, bottom = _running_min(top, k), -_running_min(-bottom, k)
+    pick = np.unique(np.r_[np.arange(0, len(xs), STEP), len(xs) - 1])
+    outline = np.r_[np.stack([xs[pick], top[pick]], 1), np.stack([xs[pick], bottom[pick]], 1)[::-1]]
+    return outline.astype(np.float64), False
+
+
+def _running_min(values: np.ndarray, k: int) -> np.ndarray:
+    padded = np.pad(values, k // 2, mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(padded, k).min(axis=1)[:len(values)]
+
+
+def _band(trace: np.ndarray, up: float, down: float) -> np.ndarray:
+    """A band from `up` above to `down` below the polyline (perpendicular to its overall direction)."""
+    d = trace[-1] - trace[0]
+    d = d / max(np.hypot(*d), 1e-9)
+    normal = np.array([d[1], -d[0]])  # points up for a line drawn left to right
+    return np.r_[trace + normal * max(up, 2.0), (trace - normal * max(down, 1.0))[::-1]]
+
+
+def line_type(probs: np.ndarray, pixels: np.ndarray, info: LayoutInfo) -> str | None:
+    """The line type most probable along the line's baseline (None for a model without typed lines)."""
+    if len(info.line_types) < 2:
+        return info.line_types[0] if info.line_types else None
+    first = 2 + len(info.region_types)
+    scores = probs[first:first + len(info.line_types)][:, pixels[:, 0], pixels[:, 1]].sum(axis=1)
+    return info.line_types[int(scores.argmax())]
+
+
+def outlines(prob: np.ndarray, threshold: float) -> list[tuple[np.ndarray, float]]:
+    """Each blob of one region class above `threshold` as (outline polygon, mean probability inside)."""
+    mask = cv2.morphologyEx((prob > threshold).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    smallest = MIN_REGION * mask.size
+    out = []
+    for k in range(1, count):
+        if stats[k, cv2.CC_STAT_AREA] < smallest:
+            continue
+        blob = (labels == k).astype(np.uint8)
+        contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contour = max(contours, key=cv2.contourArea)
+        simple = cv2.approxPolyDP(contour, 2.0, True).reshape(-1, 2)
+        if len(simple) < 3:
+            continue
+        out.append((simple.astype(np.float64), round(float(prob[blob > 0].mean()), 4)))
+    return out
+
+
+def _page(points: np.ndarray, scale: float) -> Points:
+    return [(float(x) / scale, float(y) / scale) for x, y in points]
+
+
+def as_layout(found: Extracted, image_path, width: int, height: int) -> Layout:
+    """The extracted regions and lines as a page's Layout (not yet in reading order)."""
+    return Layout(image_path, width, height, found.regions, found.lines)

@@ -1,0 +1,247 @@
+"""Train or fine-tune a layout model on PAGE XML pages with the recogniser's loop (train/loop.py): the same
+best_val/, last/, metrics.csv, plots, Ctrl+C safety, resume and torchrun; only the task differs."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from loghi_ft.atomic import recover_folder, write_atomic
+from loghi_ft.devices import autocast_dtype, worker_count
+from loghi_ft.errors import UserError
+from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
+from loghi_ft.layout.data import LayoutPage, PageBatch, PageSet, collate, load_pages, page_sizes, with_types
+from loghi_ft.layout.extract import extract
+from loghi_ft.layout.net import BACKBONES, LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
+from loghi_ft.model.adapt import parameter_groups
+from loghi_ft.pages.documents import find_pages
+from loghi_ft.pages.layout import Layout
+from loghi_ft.settings import as_dict, recipe_text, setting
+from loghi_ft.train.checkpoint import STATE_JSON, read_checkpoint
+from loghi_ft.train.dataset import WidthBatches, quiet_worker
+from loghi_ft.train.loop import Progress, Validation, fit, resumed_progress, start_process, tensorboard
+from loghi_ft.train.reporting import Log, StopRequest
+from loghi_ft.train.settings import HARDWARE, MODEL, TRAINING, RunSettings
+
+DATA = "data"
+
+
+@dataclass
+class SegTrainSettings(RunSettings):
+    train: list[Path] = setting([], "training pages: PAGE XML or ALTO files, folders of them (with their images), or "
+                                ".txt files listing them", group=DATA)
+    val: list[Path] = setting([], "validation pages, as --train (they pick best_val/)", group=DATA)
+    base_model: Path | None = setting(None, "layout model folder to fine-tune; empty: train a new one", group=MODEL)
+    size: int = setting(1024, "a new model sees pages scaled so that their longer side is this many pixels",
+                        group=MODEL)
+    crop: int = setting(768, "training sees random windows of at most this many pixels a side of each scaled page "
+                        "(0: whole pages); validation always sees whole pages", group=MODEL)
+    backbone: str = setting("mobilenet_v3_large", "a new model's torchvision backbone", choices=tuple(BACKBONES),
+                            group=MODEL)
+    tolerance: float = setting(10.0, "validation: a baseline point within this many page pixels of the truth scores "
+                               "fully (Transkribus scheme; falls to 0 at 3x)", group=MODEL)
+    no_augment: bool = setting(False, "no zoom, turn, contrast, colour or blur changes", group=MODEL)
+    epochs: int = setting(60, "passes over the training pages", group=TRAINING)
+    batch_size: int = setting(2, "pages per optimizer step", group=TRAINING)
+    learning_rate: float = setting(0.002, "peak learning rate, reached after the warm-up (0.0005 suits fine-tuning "
+                                   "the base model)", group=TRAINING)
+    warmup_steps: int = setting(50, "linear warm-up steps (at most a tenth of the run), then cosine decay to 5% "
+                                "of the peak", group=TRAINING)
+    patience: int = setting(15, "stop after this many validations without a better score; 0 for never",
+                            group=TRAINING)
+    workers: int | None = setting(None, "processes distorting pages beside the trainer; 0: in its own process; "
+                                  "empty: one per core it leaves, at most 4", group=HARDWARE)
+
+
+class LayoutTask:
+    """Baselines, line bodies, regions and line types: per-pixel losses; validation segments each page as
+    `segment` does and scores it; the score (baseline F1, averaged with region mean IoU when the validation pages
+    have regions) picks best_val/."""
+    metric, higher_is_better, unit, plotted = "score", True, "pages", ("score", "baseline_f1", "region_miou")
+
+    def __init__(self, model: LayoutNet, pages: list[LayoutPage], tolerance: float):
+        self.model, self.pages, self.tolerance = model, pages, tolerance
+
+    def losses(self, net: nn.Module, batch: PageBatch, device: torch.device, autocast) -> Tensor:
+        with autocast:
+            logits = net(batch.images.to(device, non_blocking=True))
+        return page_losses(logits.float(), batch, len(self.model.info.region_types), device)
+
+    @torch.no_grad()
+    def validate(self, loader, device: torch.device, autocast, stop: StopRequest | None) -> dict | None:
+        start, loss, pages = time.perf_counter(), 0.0, 0
+        evaluation = LayoutEvaluation(self.tolerance)
+        info = self.model.info
+        for batch in loader:
+            if stop is not None and stop.signal:
+                return None
+            with autocast:
+                logits = self.model(batch.images.to(device))
+            loss += page_losses(logits.float(), batch, len(info.region_types), device).sum().item()
+            for k, i in enumerate(batch.index):
+                page = self.pages[i]
+                found = extract(probabilities(logits[k:k + 1], info)[0], info, page.scale)
+                evaluation.add(page.truth, Layout(page.truth.image_path, page.truth.width, page.truth.height,
+                                                  found.regions, found.lines))
+            pages += len(batch)
+        figures = evaluation.summary()
+        has_regions = any(p.has_regions for p in self.pages)
+        score = (figures["baseline_f1"] + figures["region_miou"]) / 2 if has_regions else figures["baseline_f1"]
+        return {"loss": loss / max(pages, 1), "score": score, "baseline_f1": figures["baseline_f1"],
+                "baseline_precision": figures["baseline_precision"], "baseline_recall": figures["baseline_recall"],
+                "region_miou": figures["region_miou"], "region_ap": figures["region_ap"],
+                "samples_per_s": pages / max(time.perf_counter() - start, 1e-9)}
+
+    def summary(self, result: dict) -> str:
+        return (f"score {result['score']:.4f}, baseline F1 {result['baseline_f1']:.4f} "
+                f"(P {result['baseline_precision']:.3f} R {result['baseline_recall']:.3f}), "
+                f"region mIoU {result['region_miou']:.3f}, AP {result['region_ap']:.3f}")
+
+    def save(self, folder: Path, training: dict) -> None:
+        self.model.info.training = training
+        save_layout_model(self.model, folder)
+
+
+def page_losses(logits: Tensor, batch: PageBatch, regions: int, device: torch.device) -> Tensor:
+    """Per page: baselines (BCE + Dice, as thin lines are a sliver of the page), line bodies (BCE), regions (BCE,
+    only on pages that give regions) and line types (cross-entropy on typed lines' pixels)."""
+    maps = batch.maps.to(device).float()
+    valid = batch.valid.to(device).float()
+    area = valid.sum(dim=(1, 2, 3)).clamp(min=1)
+    bce = F.binary_cross_entropy_with_logits(logits[:, :2 + regions], maps, reduction="none") * valid
+    baseline = bce[:, 0].sum(dim=(1, 2)) / area
+    p = torch.sigmoid(logits[:, 0]) * valid[:, 0]
+    t = maps[:, 0]
+    dice = 1 - (2 * (p * t).sum(dim=(1, 2)) + 1) / (p.sum(dim=(1, 2)) + t.sum(dim=(1, 2)) + 1)
+    body = bce[:, 1].sum(dim=(1, 2)) / area
+    loss = baseline + dice + body
+    if regions:
+        has = batch.has_regions.to(device).float()
+        loss = loss + has * bce[:, 2:].sum(dim=(1, 2, 3)) / (area * regions)
+    if batch.types is not None:
+        types = batch.types.to(device)
+        ce = F.cross_entropy(logits[:, 2 + regions:], types.clamp(min=0), reduction="none") * (types >= 0)
+        loss = loss + 0.5 * ce.sum(dim=(1, 2)) / (types >= 0).sum(dim=(1, 2)).clamp(min=1)
+    return loss
+
+
+def segtrain(s: SegTrainSettings) -> Path | None:
+    """The whole run; returns best_val/ (None on ranks other than 0)."""
+    check(s)
+    place = start_process(s)
+    run_dir = Path(s.output) / s.model_name
+    if place.master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        recover_folder(run_dir / "last")
+    log = Log(run_dir / "train.log" if place.master else None)
+    resume_from = run_dir / "last" if s.resume and (run_dir / "last" / STATE_JSON).exists() else None
+    base = load_layout_model(resume_from or s.base_model) if resume_from or s.base_model else None
+    size = base.info.size if base else s.size
+
+    # -- the pages at the model's scale, the classes they bring, the model over those classes
+    pages = load_pages(page_files(s.train), size, log)
+    val = load_pages(page_files(s.val), size, log)
+    if not pages or not val:
+        raise UserError(f"no usable {'training' if not pages else 'validation'} pages (with images and baselines) "
+                        f"in {', '.join(map(str, s.train if not pages else s.val))}")
+    regions, line_types = with_types(pages + val, base.info.region_types if base else [],
+                                     base.info.line_types if base else [])
+    info = LayoutInfo(regions, line_types, size, base.info.backbone if base else s.backbone,
+                      base.info.width if base else LayoutInfo.width)
+    model = grown(base, info) if base else LayoutNet(info)
+    mode = "resume" if resume_from else "fine-tune" if base else "fresh"
+
+    # -- loaders, optimiser, precision
+    workers = worker_count(s.workers)
+    options = dict(num_workers=workers, collate_fn=collate, worker_init_fn=quiet_worker, persistent_workers=workers > 0,
+                   pin_memory=place.device.type == "cuda", generator=torch.Generator().manual_seed(s.seed))
+    sampler = WidthBatches(page_sizes(pages), s.batch_size, s.seed, place.rank, place.world, pool=8)
+    train_loader = DataLoader(PageSet(pages, regions, line_types, not s.no_augment, s.seed, s.crop), batch_sampler=sampler,
+                              **options)
+    val_loader = DataLoader(PageSet(val, regions, line_types, False, s.seed), batch_size=1, **options)
+    model.to(place.device)
+    total_steps = s.epochs * len(sampler)
+    warmup = min(s.warmup_steps, total_steps // 10)
+    groups = parameter_groups(model, s.weight_decay)
+    optimizer = (torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.RMSprop)(groups, lr=s.learning_rate)
+    progress = resumed_progress(read_checkpoint(resume_from, optimizer)) if resume_from else Progress()
+    dtype = autocast_dtype(s.precision, place.device.type)
+    autocast = torch.autocast(place.device.type, dtype=dtype) if dtype else nullcontext()
+    net = nn.parallel.DistributedDataParallel(
+        model, device_ids=[place.device] if place.device.type == "cuda" else None) if place.distributed else model
+    settings = as_dict(s)
+    if place.master:
+        derived = {"device": str(place.device), "processes": place.world, "loader_workers": workers,
+                   "precision": str(dtype).replace("torch.", "") if dtype else "fp32", "start": mode,
+                   "region_types": ", ".join(regions) or "none", "line_types": ", ".join(line_types) or "none",
+                   "training_pages": len(pages), "validation_pages": len(val), "steps_per_epoch": len(sampler),
+                   "total_steps": total_steps}
+        header = "".join(f"# {k}: {v}\n" for k, v in derived.items())
+        write_atomic(run_dir / "config.yaml", (header + recipe_text(s, leave_out=("resume",))).encode("utf-8"))
+    log(f"layout model: {info.backbone}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, pages "
+        f"at {size} px; regions: {', '.join(regions) or 'none'}; line types: {', '.join(line_types) or 'none'}")
+    log(f"{len(pages)} training pages, {len(val)} validation pages ({mode}); {len(sampler)} steps per epoch on "
+        f"{place.device} x{place.world}")
+    if resume_from:
+        log(f"resuming from {resume_from}: epoch {progress.epoch + 1}, step {progress.step}")
+    task = LayoutTask(model, val, s.tolerance)
+    checking = Validation(task, val_loader, place.device, autocast, run_dir, settings, log,
+                          tensorboard(run_dir) if s.tensorboard and place.master else None, s.patience)
+    fit(s, place, net, train_loader, optimizer, autocast, checking, progress, [],
+        validate_first=mode == "fine-tune", total_steps=total_steps, warmup=warmup)
+    if not place.master:
+        return None
+    print(f"best_val: {run_dir / 'best_val'} (val score {progress.best:.4f})", flush=True)
+    return run_dir / "best_val"
+
+
+def page_files(inputs: list[Path]) -> list[Path]:
+    """The PAGE/ALTO files named, found in folders, or listed one per line in .txt files (paths relative to the
+    list's folder)."""
+    named = []
+    for item in map(Path, inputs):
+        if item.suffix.lower() == ".txt" and item.is_file():
+            entries = item.read_text(encoding="utf-8").splitlines()
+            named += [item.parent / e.strip() for e in entries if e.strip() and not e.startswith("#")]
+        else:
+            named.append(item)
+    return list(find_pages(named))
+
+
+def check(s: SegTrainSettings) -> None:
+    """UserError for settings that cannot make a run."""
+    if not s.train or not s.val:
+        raise UserError("give the training pages (--train DIR ...) and the validation pages (--val DIR ...)")
+    if not s.output or not s.model_name:
+        raise UserError("give the run a folder and a name: --output DIR --model-name NAME")
+    for name in ("epochs", "batch_size", "size"):
+        if getattr(s, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(s, name)}")
+    if s.size < 256:
+        raise UserError(f"--size {s.size} is too small to see lines (at least 256)")
+
+
+def grown(base: LayoutNet, info: LayoutInfo) -> LayoutNet:
+    """The base model with output channels for `info`'s classes: the base's classes keep their trained rows, new
+    ones start fresh (as new characters do in charset_mode=union)."""
+    model = LayoutNet(info)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("head.")}
+    model.load_state_dict(state, strict=False)
+    old, new = base.info, info
+    rows = [0, 1] + [2 + old.region_types.index(r) for r in new.region_types if r in old.region_types]
+    keep = [0, 1] + [2 + new.region_types.index(r) for r in new.region_types if r in old.region_types]
+    if len(old.line_types) > 1 and len(new.line_types) > 1:
+        rows += [2 + len(old.region_types) + old.line_types.index(t) for t in new.line_types if t in old.line_types]
+        keep += [2 + len(new.region_types) + new.line_types.index(t) for t in new.line_types if t in old.line_types]
+    with torch.no_grad():
+        model.head.weight[keep] = base.head.weight[rows]
+        model.head.bias[keep] = base.head.bias[rows]
+    return model
+

@@ -1,9 +1,10 @@
 """Page images for the layout model: any scan decoded to 8-bit RGB as displayed, reduced while decoding when large.
 
-Pillow reads the header (format, size, colour mode, pages, EXIF orientation) without decoding; OpenCV decodes the
-pixels, as the line cutter (pages/lines.py) does, so both see the same stored pixels. Orientation is applied here
-from the EXIF tag with the same transforms OpenCV's IMREAD_COLOR applies, so PAGE coordinates mean the pixels as
-displayed for the segmenter and the cutter alike.
+Pillow reads the header (format, size, colour mode, pages, EXIF orientation) without decoding. OpenCV decodes the
+pixels, as the line cutter (pages/lines.py) does, so both see the same pixels; Pillow decodes only the two TIFF kinds
+OpenCV gets wrong. JPEG, PNG and WebP pages are turned here as their EXIF orientation says, by the transforms
+OpenCV's IMREAD_COLOR applies; libtiff turns TIFF pages itself. Either way PAGE coordinates mean the pixels as
+displayed, for the segmenter and the cutter alike.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def load_page_image(path: str | Path, max_side: int | None = None) -> PageImage:
     path = Path(path)
     data = read_image_bytes(path)
     header = _open_header(path, data)
-    decoded_w, decoded_h = header.size   # as the decoder gives it: libtiff turns TIFF pages itself, and Pillow
-    orientation = _orientation(header)  # reports a TIFF's size turned; other formats are turned here
+    # the size as decoded: libtiff turns a TIFF page while decoding, and Pillow reports a TIFF's size turned
+    decoded_w, decoded_h = header.size
+    orientation = _orientation(header)
     turn = 1 if header.format == "TIFF" else orientation
     width, height = (decoded_h, decoded_w) if turn >= 5 else (decoded_w, decoded_h)
     scale = 1.0

@@ -22,6 +22,7 @@ COMMANDS = {
     "export": "export",
     "import-loghi": "import_loghi",
     "segtrain": "segtrain",
+    "segment": "segment",
 }
 
 

@@ -1,0 +1,144 @@
+"""Find the regions and lines of pages with a layout model and write them as PAGE XML: bare images get a new page,
+pages without lines (or all, with redo) get the model's lines; pages that have lines keep them."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import torch
+
+from loghi_ft import __version__
+from loghi_ft.devices import autocast_dtype, inference_device
+from loghi_ft.errors import UserError
+from loghi_ft.layout.extract import extract
+from loghi_ft.layout.net import LayoutNet, load_layout_model, probabilities
+from loghi_ft.pages.documents import find_pages
+from loghi_ft.pages.images import load_page_image
+from loghi_ft.pages.layout import Layout, read_layout, reading_order, write_layout
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".jp2", ".webp", ".bmp"}
+
+
+@dataclass
+class Job:
+    """One page to segment: its image, the PAGE file it has (None for a bare image), where the result goes."""
+    image: Path | None
+    xml: Path | None
+    output: Path
+    key: str                # the input's path relative to its input folder (messages, the list of results)
+
+
+@dataclass
+class Segmented:
+    written: dict[str, Path] = field(default_factory=dict)  # job key -> the PAGE file written
+    replaced: dict[Path, Path] = field(default_factory=dict)  # an input PAGE file -> its segmented copy
+    kept: int = 0           # pages that had lines and kept them
+    lines: int = 0
+    bands: int = 0          # lines whose polygon fell back to a band around the baseline
+    failed: list[str] = field(default_factory=list)  # "FILE: why", one per page not segmented
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        pages = len(self.written)
+        rate = self.seconds / pages if pages else 0.0
+        parts = [f"{pages} pages segmented, {self.lines} lines found in {self.seconds:.1f} s ({rate:.2f} s/page)"]
+        if self.bands:
+            parts.append(f"{self.bands} line polygons drawn as bands around their baselines")
+        if self.kept:
+            parts.append(f"{self.kept} pages kept their lines")
+        if self.failed:
+            parts.append(f"{len(self.failed)} pages not segmented, listed above")
+        return "; ".join(parts)
+
+
+def jobs(inputs: list[Path], output: Path | None, redo: bool, warn: Callable[[str], None]) -> tuple[list[Job], int]:
+    """What to segment among the inputs (folders, images, PAGE/ALTO files) and where each result goes: under
+    `output` mirroring the input tree, or (None) a bare image's page beside it in page/ and a PAGE file in place.
+    Also how many pages keep the lines they have."""
+    found, kept, covered = [], 0, set()
+    for item in map(Path, inputs):
+        root = item if item.is_dir() else item.parent
+        if not item.exists():
+            warn(f"{item}: no such file or folder")
+            continue
+        xmls = [] if item.suffix.lower() in IMAGE_SUFFIXES else list(find_pages([item]))
+        for xml in xmls:
+            try:
+                page = read_layout(xml)
+            except UserError as exc:
+                warn(str(exc))
+                continue
+            covered.add(Path(page.image_path).resolve())
+            if page.lines and not redo:
+                kept += 1
+                continue
+            rel = Path(os.path.relpath(xml, root))
+            found.append(Job(Path(page.image_path), xml, xml if output is None else output / rel, rel.as_posix()))
+        images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) \
+            if item.is_dir() else [item] if item.suffix.lower() in IMAGE_SUFFIXES else []
+        for image in images:
+            if image.resolve() in covered:
+                continue
+            rel = Path(os.path.relpath(image, root)).with_suffix(".xml")
+            target = image.parent / "page" / rel.name if output is None else output / rel
+            found.append(Job(image, None, target, rel.as_posix()))
+    return found, kept
+
+
+@torch.no_grad()
+def segment_image(model: LayoutNet, image_path: Path, device: torch.device, autocast) -> tuple[Layout, int, list[str]]:
+    """The layout of one page image, in reading order, in the image's pixels as displayed; also how many line
+    polygons fell back to bands and what loading the image noted."""
+    info = model.info
+    image = load_page_image(image_path, max_side=info.size)
+    scale = info.size / max(image.width, image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    pixels = image.pixels if (image.pixels.shape[1], image.pixels.shape[0]) == size else \
+        cv2.resize(image.pixels, size, interpolation=cv2.INTER_AREA)
+    batch = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div_(255).to(device)
+    with autocast:
+        logits = model(batch)
+    found = extract(probabilities(logits, info)[0], info, scale)
+    layout = Layout(image_path, image.width, image.height, found.regions, found.lines)
+    return reading_order(layout), found.bands, image.notes
+
+
+def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, redo: bool = False, gpu: str = "-1",
+                precision: str = "auto", log: Callable[[str], None] = print) -> Segmented:
+    """Segment what the inputs need and write PAGE XML; a page that cannot be done is named and the rest go on."""
+    from tqdm import tqdm
+
+    device = torch.device(inference_device(gpu))
+    model = load_layout_model(model_path, device)
+    dtype = autocast_dtype(precision, device.type)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    todo, kept = jobs(inputs, output, redo, log)
+    done = Segmented(kept=kept)
+    started = time.perf_counter()
+    metadata = {"loghi-ft": __version__, "layout_model": str(model_path)}
+    for job in tqdm(todo, desc="segment", unit="page", disable=None, dynamic_ncols=True):
+        try:
+            layout, bands, notes = segment_image(model, job.image, device, autocast)
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+            name = os.path.relpath(job.image, job.output.parent)
+            write_layout(layout, job.output, image_filename=name, metadata=metadata, base_xml=job.xml,
+                         replace_lines=redo)
+        except (UserError, OSError) as exc:
+            done.failed.append(f"{job.key}: {exc}")
+            log(f"{job.key}: not segmented: {exc}")
+            continue
+        for note in notes:
+            log(f"{job.image}: {note}")
+        done.written[job.key] = job.output
+        if job.xml is not None:
+            done.replaced[job.xml.resolve()] = job.output
+        done.lines += len(layout.lines)
+        done.bands += bands
+    done.seconds = time.perf_counter() - started
+    return done

@@ -216,10 +216,11 @@ def _read_alto(page: etree._Element, labels: dict[str, str], q, layout: Layout) 
         _add_region(element.get("ID") or "", _coords(element, None, 3, ALTO_SHAPE),
                     _tag_label(element, labels) or ALTO_BLOCKS[etree.QName(element).localname], None,
                     region_ids, layout)
+    kept = {r.id for r in layout.regions}
     for line_el in page.iter(q("TextLine")):
         block_id = line_el.getparent().get("ID")
         line = LayoutLine(line_el.get("ID") or "", [], [], _tag_label(line_el, labels),
-                          block_id if block_id in region_ids else None, _alto_text(line_el, q))
+                          block_id if block_id in kept else None, _alto_text(line_el, q))
         polygon = _coords(line_el, None, 3, ALTO_SHAPE)
         _add_line(line, polygon, _alto_line_baseline(line_el.get("BASELINE"), polygon[0]), line_ids, layout)
 

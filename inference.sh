@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Recognise the text lines of PAGE XML pages with a trained model: set the values below, then run ./inference.sh
+# Recognise the text of pages with a trained model: set the values below, then run ./inference.sh
+# Bare scans (jpg, png, tif) and PAGE XML without lines are first segmented with the layout model (layoutmodel).
 # Any value can also be given as NAME=value arguments (./inference.sh inputpages=/data/scans GPU=0) or from the environment.
 # Relative paths are taken from the folder you run the script in.
 # Exit status: 0 every page and line done; 3 finished, but some pages or lines were skipped (each one is listed);
@@ -7,7 +8,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/run-common.sh" || exit 1
 
 model=output/finetuned/best_val     # model folder to recognise with (a best_val/ from finetune.sh or train.sh)
-inputpages=samples/test             # PAGE XML folder(s) with their images, space-separated (searched recursively)
+layoutmodel=models/layout-base      # layout model that finds regions and lines on bare images and on pages without
+                                    # lines (a best_val/ from finetune-layout.sh); empty = pages must have lines
+redolayout=off                      # on = find the lines again on pages that have some (their lines are replaced)
+inputpages=samples/test             # folder(s) of scans and/or PAGE XML, space-separated (searched recursively)
 outputdir=output/inference          # where the recognised pages go, mirroring the input folders
 inplace=off                         # on = write the text into the input PAGE XML files themselves (outputdir unused)
 GPU=-1                              # -1 = CPU; 0 = first GPU
@@ -28,13 +32,20 @@ RUNNER=                             # docker, podman or local; empty = docker wh
 settings_done "$@"
 
 [[ $GPU != *,* ]] || die "GPU=$GPU: inference uses one GPU; for more, run one inference.sh per shard (see shard)"
-for name in inplace text words; do
+for name in inplace text words redolayout; do
   [[ ${!name} == on || ${!name} == off ]] || die "$name=${!name}: use on or off"
 done
 [[ $shard =~ ^([0-9]+)/([0-9]+)$ ]] && ((BASH_REMATCH[1] >= 1 && BASH_REMATCH[1] <= BASH_REMATCH[2])) ||
   die "shard=$shard: use K/N with 1 <= K <= N, e.g. 1/2 and 2/2 for two GPUs"
 model_dir=$(need_path model "$model" dir) || exit
 mount_path ro "$model_dir"
+layout_option=()
+if [[ -n $layoutmodel ]]; then
+  layout_dir=$(need_path layoutmodel "$layoutmodel" dir) || exit
+  mount_path ro "$layout_dir"
+  layout_option=(--layout-model "$layout_dir")
+  [[ $redolayout == on ]] && layout_option+=(--redo-layout)
+fi
 mode=$([[ $inplace == on ]] && echo rw || echo ro)
 need_paths inputpages dir "$mode"
 inputs=("${PATHS[@]}")
@@ -69,7 +80,7 @@ extra=(--shard "$shard")
 [[ $words == on ]] && extra+=(--words)
 
 announce "recognises ${inputs[*]} with $model_dir, writing $target"
-run_loghi_ft infer --model "$model_dir" "${inputs[@]}" "${where[@]}" --batch-size "$batch_size" \
+run_loghi_ft infer --model "$model_dir" "${layout_option[@]}" "${inputs[@]}" "${where[@]}" --batch-size "$batch_size" \
   --beam-width "$beam_width" "${lm_option[@]}" "${extra[@]}" --gpu "$GPU_INSIDE"
 status=$?
 if [[ -n $INTERRUPTED ]]; then

@@ -1,7 +1,7 @@
 """Recognise the lines of PAGE XML pages with a model and write the text into the XML (or a Loghi results file).
 
 INPUT: folders (PAGE XML beside its images or in page/), PAGE/ALTO files, or a Loghi list file of line
-images (then OUTPUT/<list name>.results.txt gets `path<TAB>confidence<TAB>text`). Pages go to --output,
+images; with --layout-model also bare images (jpg, png, tif, ...), segmented first (then OUTPUT/<list name>.results.txt gets `path<TAB>confidence<TAB>text`). Pages go to --output,
 mirroring the input tree, or back into the input files with --in-place. A page already written by the same
 model is skipped unless --overwrite; each page is written whole or not at all. --text writes each page's plain
 text beside it (3.xml -> 3.txt; see `loghi-ft text`).
@@ -34,6 +34,9 @@ class Settings(RecognitionSettings):
     text: bool = setting(False, "also write each page's plain text beside it, in reading order: 3.xml -> 3.txt")
     overwrite: bool = setting(False, "redo pages already written by this model")
     shard: str = setting("1/1", "K/N: do only the K-th of N shares of the pages")
+    layout_model: Path | None = setting(None, "layout model: bare images and pages without lines are segmented "
+                                        "first (see `loghi-ft segment`); empty: pages must have lines")
+    redo_layout: bool = setting(False, "with --layout-model, replace the lines of pages that have some")
 
 
 def run(s: Settings) -> int:
@@ -50,6 +53,7 @@ def run(s: Settings) -> int:
                             batch_size=s.batch_size, gpu=s.gpu, beam_width=s.beam_width,
                             overwrite=s.overwrite, shard=parse_shard(s.shard), workers=s.workers,
                             words=s.words, lm=s.lm, lm_weight=s.lm_weight, precision=s.precision, text=s.text,
+                            layout_model=s.layout_model, redo_layout=s.redo_layout,
                             log=lambda m: print(f"loghi-ft: {m}", file=sys.stderr))
     print(f"infer: {summary.text()}")
     return 0 if summary.complete else PARTIAL

@@ -94,12 +94,18 @@ class Summary:
 # ---------------------------------------------------------------- input
 
 def units(inputs: Iterable[str | Path], output: Path | None, shard: tuple[int, int] = (1, 1),
-          warn: Callable[[str], None] | None = None, unread: Callable[[str], None] | None = None) -> Iterator[Unit]:
+          warn: Callable[[str], None] | None = None, unread: Callable[[str], None] | None = None,
+          segmented: tuple[set[Path], dict[str, Path]] | None = None) -> Iterator[Unit]:
     """Pages (and list-file chunks) of the inputs in this shard, with where each page's output goes; an input
-    that cannot be read goes to `unread` (default `warn`), one without pages to `warn`."""
+    that cannot be read goes to `unread` (default `warn`), one without pages to `warn`. `segmented`: the PAGE files
+    a layout pass planned (inputs it segmented and what it wrote, all shards; left out here) and what this shard's
+    pass wrote (key -> page: read and written where they are)."""
     k, n = shard
     unread = unread or warn
-    found = False
+    planned, written = segmented or (set(), {})
+    for key, page in written.items():
+        yield Unit(key, page, page)
+    found = bool(written)
     index = 0  # over all pages in input order (sorted within each folder): every shard sees the same order
     for item in inputs:
         item = Path(item)
@@ -123,12 +129,14 @@ def units(inputs: Iterable[str | Path], output: Path | None, shard: tuple[int, i
             continue
         for xml in pages:
             any_page = found = True
+            if planned and xml.resolve() in planned:
+                continue
             rel = Path(os.path.relpath(xml, root))
             index += 1
             if (index - 1) % n != k - 1:
                 continue
             yield Unit(rel.as_posix(), xml, xml if output is None else output / rel)
-        if not any_page and warn:
+        if not any_page and warn and not written:
             warn(f"{item}: no PAGE XML found")
     if not found:
         raise UserError(f"no PAGE XML in {', '.join(map(str, inputs))}")

@@ -32,18 +32,30 @@ BATCH_COLUMNS = 1024  # padded input columns per line of --batch-size that one b
 def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *, batch_size: int = 32,
                   gpu: str = "-1", beam_width: int = 1, overwrite: bool = False, shard: tuple[int, int] = (1, 1),
                   workers: int | None = None, words: bool = False, lm: Path | None = None, lm_weight: float = 0.3,
-                  precision: str = "auto", text: bool = False,
+                  precision: str = "auto", text: bool = False, layout_model: Path | None = None,
+                  redo_layout: bool = False,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Summary:
     """Recognise every page of the inputs and write it to `output` (mirroring the input tree), or in place; with
-    `text`, each page's plain text beside it (also for a page done before that has none yet)."""
+    `text`, each page's plain text beside it (also for a page done before that has none yet). With a layout model,
+    bare images and pages without lines (all pages with `redo_layout`) are segmented first (layout/segment.py)."""
     start = time.perf_counter()
     if output is not None:
         check_writable(output)
     recognizer = open_recognizer(model, gpu, precision)
+    segmented = None
+    if layout_model is not None:
+        from loghi_ft.layout.segment import run_segment
+
+        found = run_segment(inputs, layout_model, output, redo=redo_layout, gpu=gpu, precision=precision,
+                            shard=shard, log=log)
+        log(f"segment: {found.text()}")
+        segmented = (found.planned, found.written)
     metadata = {"version": __version__, "model": recognizer.name, "model_hash": recognizer.hash,
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "decoder": "greedy" if beam_width <= 1 else f"beam{beam_width}" + ("+lm" if lm else "")}
     summary = Summary()
+    if segmented is not None and found.failed:
+        summary.skipped["not segmented"] += len(found.failed)
     written: set[Path] = set()
 
     def skip(unit: Unit) -> bool:
@@ -78,7 +90,7 @@ def run_inference(inputs: list[str | Path], model: Path, output: Path | None, *,
 
     recognised = recognise_pages(inputs, recognizer, output=output, shard=shard, batch_size=batch_size,
                                  beam_width=beam_width, lm=lm, lm_weight=lm_weight, words=words, workers=workers,
-                                 skip=skip, unread=unread, log=log)
+                                 skip=skip, unread=unread, log=log, segmented=segmented)
     write_back(recognised, metadata, summary, log, text)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -88,7 +100,8 @@ def recognise_pages(inputs: Iterable[str | Path], recognizer: Recognizer, *, out
                     shard: tuple[int, int] = (1, 1), batch_size: int = 32, beam_width: int = 1, lm: Path | None = None,
                     lm_weight: float = 0.3, words: bool = False, workers: int | None = None,
                     skip: Callable[[Unit], bool] | None = None, unread: Callable[[str], None] | None = None,
-                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Iterator[Recognised]:
+                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                    segmented: tuple[set[Path], dict[str, Path]] | None = None) -> Iterator[Recognised]:
     """Every page (and list-file chunk) of the inputs in this shard, read by `recognizer` (model/recognizers.py),
     in input order; nothing is written. Units whose output (under `output`, or in place) is not wanted are left out
     by `skip` before they are cut; an input that cannot be read goes to `unread` (default: `log`). `workers`
@@ -97,7 +110,8 @@ def recognise_pages(inputs: Iterable[str | Path], recognizer: Recognizer, *, out
     decoder = make_decoder(recognizer.info, beam_width, lm, lm_weight)
     workers = worker_count(workers)
     share_cores(workers)
-    todo = (unit for unit in units(inputs, output, shard, warn=log, unread=unread) if skip is None or not skip(unit))
+    todo = (unit for unit in units(inputs, output, shard, warn=log, unread=unread, segmented=segmented)
+            if skip is None or not skip(unit))
     return recognise(cut_stream(todo, recognizer.info.height, workers), recognizer, decoder, batch_size, words)
 
 

@@ -36,8 +36,8 @@ class Job:
 
 @dataclass
 class Segmented:
-    written: dict[str, Path] = field(default_factory=dict)  # job key -> the PAGE file written
-    replaced: dict[Path, Path] = field(default_factory=dict)  # an input PAGE file -> its segmented copy
+    written: dict[str, Path] = field(default_factory=dict)  # job key -> the PAGE file written (this shard's)
+    planned: set[Path] = field(default_factory=set)  # every input and output PAGE file of a job, in all shards
     kept: int = 0           # pages that had lines and kept them
     lines: int = 0
     bands: int = 0          # lines whose polygon fell back to a band around the baseline
@@ -110,8 +110,10 @@ def segment_image(model: LayoutNet, image_path: Path, device: torch.device, auto
 
 
 def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, redo: bool = False, gpu: str = "-1",
-                precision: str = "auto", log: Callable[[str], None] = print) -> Segmented:
-    """Segment what the inputs need and write PAGE XML; a page that cannot be done is named and the rest go on."""
+                precision: str = "auto", shard: tuple[int, int] = (1, 1),
+                log: Callable[[str], None] = print) -> Segmented:
+    """Segment what the inputs need (the K-th of N shares of it) and write PAGE XML; a page that cannot be done is
+    named and the rest go on."""
     from tqdm import tqdm
 
     device = torch.device(inference_device(gpu))
@@ -119,7 +121,9 @@ def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, re
     dtype = autocast_dtype(precision, device.type)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
     todo, kept = jobs(inputs, output, redo, log)
-    done = Segmented(kept=kept)
+    done = Segmented(kept=kept, planned={p.resolve() for job in todo for p in (job.xml, job.output) if p})
+    k, n = shard
+    todo = todo[k - 1::n]
     started = time.perf_counter()
     metadata = {"loghi-ft": __version__, "layout_model": str(model_path)}
     for job in tqdm(todo, desc="segment", unit="page", disable=None, dynamic_ncols=True):
@@ -136,8 +140,6 @@ def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, re
         for note in notes:
             log(f"{job.image}: {note}")
         done.written[job.key] = job.output
-        if job.xml is not None:
-            done.replaced[job.xml.resolve()] = job.output
         done.lines += len(layout.lines)
         done.bands += bands
     done.seconds = time.perf_counter() - started

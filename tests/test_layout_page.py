@@ -4,9 +4,11 @@ import collections
 import dataclasses
 import random
 
+import cv2
 import numpy as np
 import pytest
 from lxml import etree
+from PIL import Image
 
 from conftest import DATA, FIXTURES, IFORAL, PAGE_XSD, TIMEUS
 from loghi_ft.errors import UserError
@@ -188,7 +190,26 @@ def test_size_is_the_images_when_the_page_declares_none(data_dir, xml):
     assert (layout.width, layout.height) == (123, 45) and layout.regions == [] and layout.lines == []
 
 
+def test_size_of_an_exif_rotated_image_is_as_opencv_decodes_it(data_dir, tmp_path):
+    with Image.open(FIXTURES / "page" / "zero_dims.png") as image:
+        exif = image.getexif()
+        exif[0x0112] = 6  # stored 123x45, shown turned a quarter
+        image.save(tmp_path / "zero_dims.jpg", exif=exif)
+    page = (FIXTURES / "page" / "zero_dims.xml").read_text().replace("zero_dims.png", "zero_dims.jpg")
+    (tmp_path / "zero_dims.xml").write_text(page)
+    layout = read_layout(tmp_path / "zero_dims.xml")
+    assert (layout.height, layout.width) == cv2.imread(str(tmp_path / "zero_dims.jpg")).shape[:2] == (123, 45)
+
+
 # ---------------------------------------------------------------- writing
+
+def test_page_with_no_writing_is_written_valid_and_empty(data_dir, tmp_path, page_schema):
+    blank = reading_order(read_layout(FIXTURES / "page" / "zero_dims.xml"))
+    write_layout(blank, tmp_path / "out.xml", image_filename="zero_dims.png", metadata=METADATA)
+    assert schema_errors(page_schema, tmp_path / "out.xml") == []
+    back = read_layout(tmp_path / "out.xml")
+    assert (back.width, back.height, back.regions, back.lines) == (123, 45, [], [])
+
 
 @pytest.mark.parametrize("xml", [LETTER, POEM, NO_POLYGON, IFORAL / "foral_de_gouveia_1217" / "1.xml"],
                          ids=["letter", "poem", "no-polygon", "iforal"])

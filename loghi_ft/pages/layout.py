@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import shapely
 from lxml import etree
-from shapely import make_valid
-from shapely.geometry import LineString, MultiPoint, Polygon
+from shapely.geometry import LineString, Polygon
 
 from loghi_ft.atomic import write_atomic
 from loghi_ft.errors import UserError
@@ -157,11 +157,12 @@ def reading_order(layout: Layout) -> Layout:
     left to right, each top to bottom, a heading across columns before them, side-by-side lines left to right.
     """
     reach = _line_band(layout)
-    shapes = [_valid(Polygon(r.polygon)) for r in layout.regions]
+    shapes = np.array([_valid(Polygon(r.polygon)) for r in layout.regions], dtype=object)
+    areas = shapely.area(shapes)
     regions, members = list(layout.regions), [[] for _ in layout.regions]
     orphans = []
     for line in layout.lines:
-        host = _host(_baseline_shape(line), shapes, reach)
+        host = _host(_baseline_shape(line), shapes, areas, reach)
         (members[host] if host is not None else orphans).append(line)
     taken = {r.id for r in regions}
     for group in _nearby_groups(orphans, reach):
@@ -478,7 +479,7 @@ def _line_band(layout: Layout) -> float:
 
 def _cover(points: Points) -> Points:
     """A polygon around `points`: their convex hull, grown by a pixel where it is flat."""
-    hull = MultiPoint(points).convex_hull
+    hull = shapely.multipoints(np.asarray(points, dtype=np.float64)).convex_hull
     if not isinstance(hull, Polygon):
         hull = hull.buffer(1.0, quad_segs=1)
     return [(float(x), float(y)) for x, y in hull.exterior.coords[:-1]]
@@ -545,28 +546,29 @@ def _indent(element: etree._Element) -> None:
 # ---------------------------------------------------------------- reading order
 
 def _valid(shape):
-    return shape if shape.is_valid else make_valid(shape)
+    return shape if shape.is_valid else shapely.make_valid(shape)
 
 
 def _baseline_shape(line: LayoutLine) -> LineString:
     return LineString(line.baseline) if len(line.baseline) >= 2 else LineString(line.baseline * 2)
 
 
-def _host(baseline: LineString, shapes: list, reach: float) -> int | None:
+def _host(baseline: LineString, shapes: np.ndarray, areas: np.ndarray, reach: float) -> int | None:
     """The region holding most of `baseline` (the smaller on a tie), else the nearest within `reach`, else None."""
-    if not shapes:
+    if len(shapes) == 0:
         return None
-    inside = [round(baseline.intersection(s).length, 1) for s in shapes]
-    if max(inside) > 0:
-        return min(range(len(shapes)), key=lambda i: (-inside[i], shapes[i].area))
-    distance = [baseline.distance(s) for s in shapes]
+    inside = np.round(shapely.length(shapely.intersection(baseline, shapes)), 1)
+    if inside.max() > 0:
+        return int(np.lexsort((areas, -inside))[0])
+    distance = shapely.distance(baseline, shapes)
     nearest = int(np.argmin(distance))
     return nearest if distance[nearest] <= reach else None
 
 
 def _nearby_groups(lines: list[LayoutLine], reach: float) -> list[list[LayoutLine]]:
-    """Lines in groups linked by distances of at most `reach` (between baselines or polygons)."""
-    shapes = [_valid(Polygon(l.polygon)) if len(l.polygon) >= 3 else _baseline_shape(l) for l in lines]
+    """Lines in groups linked by distances of at most `reach` (between polygons, or baselines where none)."""
+    shapes = np.array([_valid(Polygon(l.polygon)) if len(l.polygon) >= 3 else _baseline_shape(l) for l in lines],
+                      dtype=object)
     group = list(range(len(lines)))
 
     def root(i: int) -> int:
@@ -574,10 +576,8 @@ def _nearby_groups(lines: list[LayoutLine], reach: float) -> list[list[LayoutLin
             i = group[i]
         return i
 
-    for i in range(len(lines)):
-        for j in range(i):
-            if shapes[i].distance(shapes[j]) <= reach:
-                group[root(i)] = root(j)
+    for i, j in shapely.STRtree(shapes).query(shapes, predicate="dwithin", distance=reach).T:
+        group[root(int(i))] = root(int(j))
     groups: dict[int, list[LayoutLine]] = {}
     for i, line in enumerate(lines):
         groups.setdefault(root(i), []).append(line)

@@ -306,6 +306,23 @@ def test_replacing_the_lines_of_a_page_2013_keeps_its_namespace(data_dir, tmp_pa
     assert etree.parse(str(tmp_path / "new.xml")).getroot().nsmap[None] == NS2013
 
 
+def test_replacing_lines_drops_emptied_regions_from_nested_reading_order_groups(data_dir, tmp_path):
+    base = FIXTURES / "page" / "explicit_ro_unordered.xml"  # r1, r2 in one OrderedGroup, r3 in another
+    layout = read_layout(base)
+    keep_r3 = [dataclasses.replace(r, id=f"new_{r.id}") if r.id != "r3" else r for r in layout.regions]
+    lines = [dataclasses.replace(l, region_id=f"new_{l.region_id}") if l.region_id != "r3" else l
+             for l in layout.lines]
+    write_layout(dataclasses.replace(layout, regions=keep_r3, lines=lines), tmp_path / "out.xml",
+                 image_filename="x.jpg", metadata=METADATA, base_xml=base, replace_lines=True)
+    order = etree.parse(str(tmp_path / "out.xml")).find(f".//{{{NS2013}}}ReadingOrder")
+    # the main text's group lost both its regions and went; the margin's stays; ours join the unordered group
+    assert [(etree.QName(e).localname, e.get("id") or e.get("regionRef")) for e in order.iter("{*}*")][1:] == [
+        ("UnorderedGroup", "ug_top"), ("OrderedGroup", "ro_margin"), ("RegionRefIndexed", "r3"),
+        ("RegionRef", "new_r1"), ("RegionRef", "new_r2")]
+    assert [(l.id, l.region_id) for l in read_layout(tmp_path / "out.xml").lines] == [
+        ("l3", "r3"), ("l1", "new_r1"), ("l2", "new_r2")]
+
+
 def test_base_that_is_not_page_is_refused(data_dir, tmp_path):
     with pytest.raises(UserError, match="a layout is written into PAGE only"):
         write_layout(read_layout(BSB_ALTO), tmp_path / "out.xml", image_filename="x.jpg", metadata=METADATA,

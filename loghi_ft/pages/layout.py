@@ -55,7 +55,7 @@ Points = list[tuple[float, float]]
 @dataclass
 class Region:
     id: str
-    type: str                    # the user's class name: PAGE @type, else SegmOnto's custom type, else "text"
+    type: str                    # the user's class name: SegmOnto's custom type, else PAGE @type, else the kind
     polygon: Points              # page pixels
     conf: float | None = None    # a prediction's confidence (mean probability inside), None for ground truth
 
@@ -139,7 +139,7 @@ def write_layout(layout: Layout, output_path: str | Path, *, image_filename: str
     if base_xml is None:
         etree.indent(root, space="  ")
     else:
-        for element in added + [root.find(f"{{{ns}}}Metadata")[-1]]:
+        for element in added + root.find(f"{{{ns}}}Metadata").findall(f"{{{ns}}}MetadataItem")[-1:]:
             _indent(element)
     write_atomic(output_path, etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8"))
 
@@ -396,10 +396,10 @@ def _drop_references(page: etree._Element, removed: set[str]) -> None:
             else:
                 element.getparent().remove(element)
     members = ("RegionRef", "RegionRefIndexed", "SourceRegionRef", "TargetRegionRef") + GROUPS
-    for name in GROUPS + ("Layer", "Relation"):
-        for element in reversed(list(page.iter(f"{{*}}{name}"))):
-            if not any(etree.QName(c).localname in members for c in element.iterchildren("{*}*")):
-                element.getparent().remove(element)
+    # last first, so that a group is looked at after the groups inside it
+    for element in reversed(list(page.iter(*(f"{{*}}{name}" for name in GROUPS + ("Layer", "Relation"))))):
+        if not any(etree.QName(c).localname in members for c in element.iterchildren("{*}*")):
+            element.getparent().remove(element)
     for name in ("ReadingOrder", "Layers", "Relations"):
         for element in page.findall(f"{{*}}{name}"):
             if len(element.findall("{*}*")) == 0:

@@ -231,7 +231,8 @@ def test_written_page_validates_and_reads_back_as_the_layout(data_dir, tmp_path,
     item = root.find(f"{{{NS2019}}}Metadata/{{{NS2019}}}MetadataItem")
     assert item.get("value") == "model=layout-base version=0.1.0"
     refs = root.findall(f".//{{{NS2019}}}ReadingOrder/{{{NS2019}}}OrderedGroup/{{{NS2019}}}RegionRefIndexed")
-    assert [(r.get("index"), r.get("regionRef")) for r in refs] == [(str(i), r.id) for i, r in enumerate(layout.regions)]
+    assert [(r.get("index"), r.get("regionRef")) for r in refs] == \
+           [(str(i), r.id) for i, r in enumerate(layout.regions)]
 
 
 def test_page_with_a_line_without_polygon_becomes_valid(data_dir, tmp_path, page_schema):
@@ -341,7 +342,8 @@ def test_reading_order_of_shuffled_ground_truth_is_the_files(data_dir, xml):
     if truth.regions:
         assert [l.region_id for l in ordered.lines] == [l.region_id for l in truth.lines]
         holding = {l.region_id for l in truth.lines}
-        assert [r.id for r in ordered.regions if r.id in holding] == list(dict.fromkeys(l.region_id for l in truth.lines))
+        first_seen = list(dict.fromkeys(l.region_id for l in truth.lines))
+        assert [r.id for r in ordered.regions if r.id in holding] == first_seen
         assert len(ordered.regions) == len(truth.regions)
     else:  # all lines in one new region around them
         assert [(r.id, r.type) for r in ordered.regions] == [("region_1", "text")]

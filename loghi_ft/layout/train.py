@@ -31,6 +31,7 @@ from loghi_ft.train.reporting import Log, StopRequest
 from loghi_ft.train.settings import HARDWARE, MODEL, TRAINING, RunSettings
 
 DATA = "data"
+BASELINE_WEIGHT = 5.0
 
 
 @dataclass
@@ -116,6 +117,8 @@ def page_losses(logits: Tensor, batch: PageBatch, regions: int, device: torch.de
     valid = batch.valid.to(device).float()
     area = valid.sum(dim=(1, 2, 3)).clamp(min=1)
     bce = F.binary_cross_entropy_with_logits(logits[:, :2 + regions], maps, reduction="none") * valid
+    # a baseline pixel weighs BASELINE_WEIGHT background pixels: baselines are about 1% of a page
+    bce[:, 0] *= 1 + (BASELINE_WEIGHT - 1) * maps[:, 0]
     baseline = bce[:, 0].sum(dim=(1, 2)) / area
     p = torch.sigmoid(logits[:, 0]) * valid[:, 0]
     t = maps[:, 0]

@@ -17,7 +17,7 @@ from loghi_ft.layout.net import BASELINE, BODY, LayoutInfo
 from loghi_ft.pages.layout import Layout, LayoutLine, Points, Region
 
 MIN_BASELINE = 6        # skeleton pixels (model scale): shorter traces are specks
-MIN_REGION = 0.002      # of the page's area: smaller blobs of a region class are noise
+MIN_REGION = 0.0003     # of the page's area (a page number is about 0.001): smaller blobs are noise
 UP, DOWN = 0.7, 0.3     # a polygon reaches this share of the gap to the baseline above / below
 STEP = 4                # columns between the polygon's points (model scale)
 

@@ -1,0 +1,128 @@
+"""The layout model's own parts: targets and extraction, the model folder, class growth, segmenting pages."""
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from lxml import etree
+
+from loghi_ft.cli import main
+from loghi_ft.errors import PARTIAL, UserError
+from loghi_ft.evaluation.layout_metrics import baseline_counts
+from loghi_ft.layout.data import load_pages
+from loghi_ft.layout.extract import extract
+from loghi_ft.layout.net import LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
+from loghi_ft.layout.targets import rasterise, transformed
+from loghi_ft.layout.train import grown
+from loghi_ft.pages.layout import read_layout
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SCHEMA = DATA / "kraken-fixtures" / "schemas" / "pagecontent-2019-07-15.xsd"
+HTROMANCE = DATA / "htromance-fr" / "data" / "fr"
+PAGES = [HTROMANCE / "bnf-français-19670" / "Français 19670_f33.xml",
+         HTROMANCE / "bnf-2011-091-acm05-20" / "2011_091_ACM05-20_f1.xml",
+         DATA / "timeus-1858" / "PH 1858-10.xml"]
+
+
+def tiny_info(regions=("MainZone", "NumberingZone"), lines=("DefaultLine", "HeadingLine")) -> LayoutInfo:
+    return LayoutInfo(list(regions), list(lines), size=256, backbone="mobilenet_v3_small", width=16)
+
+
+@pytest.mark.parametrize("xml", PAGES, ids=lambda p: p.stem)
+def test_extraction_from_the_ground_truths_own_maps_finds_its_lines(xml):
+    # what the network is taught to draw must give the page's lines back: targets and extraction agree
+    truth = read_layout(xml)
+    info = LayoutInfo(sorted({r.type for r in truth.regions}), [], size=1024)
+    scale = info.size / max(truth.width, truth.height)
+    shape = (round(truth.height * scale), round(truth.width * scale))
+    maps, _ = rasterise(transformed(truth, np.array([[scale, 0, 0], [0, scale, 0]])), shape, info.region_types, [])
+    found = extract(maps.astype(np.float32), info, scale)
+    scores = baseline_counts([x.baseline for x in truth.lines], [x.baseline for x in found.lines])
+    assert scores.f1 >= 0.97, (scores.precision, scores.recall)
+    assert found.bands == 0
+    for line in found.lines:  # every polygon holds its own baseline
+        polygon = np.asarray(line.polygon, dtype=np.float32)
+        middle = np.asarray(line.baseline)[len(line.baseline) // 2]
+        assert cv2.pointPolygonTest(polygon, (float(middle[0]), float(middle[1])), True) >= -2
+    if truth.regions:
+        assert {r.type for r in found.regions} == {r.type for r in truth.regions}
+
+
+def test_a_fine_tune_keeps_the_base_classes_and_adds_the_new_ones():
+    torch.manual_seed(0)
+    base = LayoutNet(tiny_info()).eval()
+    wider = grown(base, tiny_info(("MainZone", "NumberingZone", "StampZone"),
+                                  ("DefaultLine", "HeadingLine", "InterlinearLine"))).eval()
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        old, new = base(x), wider(x)
+    assert new.shape[1] == old.shape[1] + 2
+    # baselines, bodies, both old regions; the old line types at their new places
+    assert torch.allclose(new[:, :4], old[:, :4], atol=1e-6)
+    assert torch.allclose(new[:, 5:7], old[:, 4:6], atol=1e-6)
+
+
+def test_the_model_folder_reloads_the_same_model_and_says_what_it_is(tmp_path):
+    torch.manual_seed(0)
+    model = LayoutNet(tiny_info()).eval()
+    save_layout_model(model, tmp_path / "m")
+    record = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert (record["kind"], record["region_types"], record["size"]) == ("layout", ["MainZone", "NumberingZone"], 256)
+    again = load_layout_model(tmp_path / "m")
+    x = torch.rand(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    probs = probabilities(again(x).detach(), again.info)
+    assert probs.shape == (1, 6, 64, 80) and np.allclose(probs[0, 4:].sum(axis=0), 1, atol=1e-5)
+    recogniser = Path(__file__).resolve().parents[1] / "models" / "timeus-1858-small"
+    with pytest.raises(UserError, match="not a layout model"):
+        load_layout_model(recogniser)
+
+
+def test_training_pages_that_cannot_serve_are_named_and_skipped(tmp_path):
+    source = PAGES[1]
+    shutil.copy(source, tmp_path / "good.xml")
+    shutil.copy(source.with_suffix(".jpg"), tmp_path / source.with_suffix(".jpg").name)
+    tree = etree.parse(str(source))
+    for line in tree.iter("{*}TextLine"):
+        line.getparent().remove(line)
+    tree.write(str(tmp_path / "no-lines.xml"))
+    tree = etree.parse(str(source))
+    tree.find(".//{*}Page").set("imageFilename", "missing.jpg")
+    tree.write(str(tmp_path / "no-image.xml"))
+    said = []
+    pages = load_pages(sorted(tmp_path.glob("*.xml")), 512, said.append)
+    assert [p.truth.xml_path.name for p in pages] == ["good.xml"]
+    assert any("no-lines.xml" in m and "baseline" in m for m in said)
+    assert any("no-image.xml" in m and "missing.jpg" in m for m in said)
+    assert max(pages[0].pixels.shape[:2]) == 512
+
+
+def test_segment_writes_valid_pages_and_names_what_it_cannot_read(tmp_path, capsys):
+    # an untrained model: what is checked here is the way from images to valid PAGE, not what it finds
+    torch.manual_seed(0)
+    save_layout_model(LayoutNet(tiny_info()), tmp_path / "model")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(PAGES[1].with_suffix(".jpg"), scans / "page 1.jpg")
+    cv2.imwrite(str(scans / "blank.png"), np.full((900, 600, 3), 255, np.uint8))
+    (scans / "broken.jpg").write_bytes((PAGES[1].with_suffix(".jpg")).read_bytes()[:5000])
+    status = main(["segment", "--model", str(tmp_path / "model"), str(scans), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == PARTIAL
+    assert "broken.jpg" in err
+    schema = etree.XMLSchema(etree.parse(str(SCHEMA)))
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.xml"))
+    assert written == ["blank.xml", "page 1.xml"]
+    for name in written:
+        doc = etree.parse(str(tmp_path / "out" / name))
+        assert schema.validate(doc), schema.error_log
+        page = doc.find(".//{*}Page")
+        assert (tmp_path / "out" / page.get("imageFilename")).resolve().parent == scans.resolve()
+    image = cv2.imread(str(scans / "page 1.jpg"))
+    assert (read_layout(tmp_path / "out" / "page 1.xml").width,
+            read_layout(tmp_path / "out" / "page 1.xml").height) == (image.shape[1], image.shape[0])

@@ -23,6 +23,7 @@ COMMANDS = {
     "import-loghi": "import_loghi",
     "segtrain": "segtrain",
     "segment": "segment",
+    "segeval": "segeval",
 }
 
 

@@ -1,0 +1,246 @@
+"""Baseline F1, seconds per page and peak memory of `loghi-ft segment` and kraken 7.1.1's blla, same pages, same run.
+
+    python benchmarks/bench_layout.py [--set htromance-test|iforal|timeus-test] [--model DIR] [--limit N]
+        [--repeats 1] [--tolerance 10] [--threads N] [--skip-kraken] [--recognizer MODEL]
+
+Both tools see only copies of the pages' images (no ground truth) in one temporary folder and segment all of them
+in one process each, so loading the model counts once: ours as `loghi-ft segment --model M IMAGES --output OUT`,
+kraken's as `kraken --threads N -d cpu -i IMG OUT.xml ... -x segment -bl` (one `-i` pair per page; `-x` before
+the subcommand selects PAGE XML, `-bl` after it the baseline segmenter with the blla model kraken ships).
+Both PAGE outputs are read by read_layout and scored against the ground truth by
+loghi_ft.evaluation.layout_metrics (baselines summed over pages, `--tolerance` page pixels). Seconds per page are
+wall-clock seconds of the whole command over the pages (the median of `--repeats` runs, the tools taking turns);
+peak memory is the largest summed resident memory of the command and its children (bench_prepare.timed).
+kraken 7.1.1 is installed on first use into benchmarks/.venv-kraken (bench_prepare.install_kraken).
+
+--recognizer MODEL adds the end-to-end figure: `loghi-ft infer --model MODEL` reads the lines of our pages, of
+kraken's and of the ground-truth pages; each page's text is its lines' text in reading order, one line per line,
+scored by character error rate against the truth's lines in the order of its file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_prepare import ROOT, install_kraken, timed  # noqa: E402
+
+from loghi_ft.errors import UserError  # noqa: E402
+from loghi_ft.evaluation.layout_metrics import BaselineCounts, LayoutEvaluation  # noqa: E402
+from loghi_ft.evaluation.metrics import ErrorCounts, char_errors  # noqa: E402
+from loghi_ft.pages.layout import Layout, read_layout  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+MODEL = ROOT / "models" / "layout-base"
+# page set -> (folder, split of its splits.tsv; None: every page of the folder)
+SETS = {"htromance-test": (DATA / "htromance-fr", "test"), "iforal": (DATA / "iforal-sample", None),
+        "timeus-test": (DATA / "timeus-1858", "test")}
+TOOLS = ("loghi-ft", "kraken")
+
+
+@dataclass
+class BenchPage:
+    key: str            # p000, p001, ...: the name of its image copy and of each tool's PAGE file
+    truth: Layout       # the ground truth, read from the set's PAGE file
+    image: Path         # the copy of its image that the tools see
+
+
+@dataclass
+class ToolRun:
+    label: str
+    output: Path        # the PAGE files of its first run, OUTPUT/<key>.xml
+    seconds: list[float]
+    peaks: list[int]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="htromance-test", choices=sorted(SETS), help="pages (default: htromance-test)")
+    parser.add_argument("--model", type=Path, default=MODEL, help=f"our layout model (default: {MODEL})")
+    parser.add_argument("--limit", type=int, help="only the first N pages of the set")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each tool; the median time is reported")
+    parser.add_argument("--tolerance", type=float, default=10.0, help="baseline tolerance in page pixels (10)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="CPU threads for both tools (default: all cores)")
+    parser.add_argument("--skip-kraken", action="store_true", help="run and score loghi-ft only")
+    parser.add_argument("--recognizer", type=Path, help="recognition model: also the end-to-end CER")
+    args = parser.parse_args()
+    if not args.model.exists():
+        sys.exit(f"no layout model at {args.model}: give one with --model DIR")
+    # torch reads it in both tools; kraken also gets --threads, since its own default is 1
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    kraken = None if args.skip_kraken else install_kraken().with_name("kraken")
+
+    with tempfile.TemporaryDirectory(prefix="bench_layout_") as tmp:
+        tmp = Path(tmp)
+        pages = stage(page_set(args.set)[:args.limit], tmp / "images")
+        print(f"{args.set}: {len(pages)} pages, {sum(len(p.truth.lines) for p in pages)} true lines; "
+              f"{os.cpu_count()} cores, {args.threads} threads; load average before {os.getloadavg()[0]:.1f}")
+        runs = [ToolRun("loghi-ft", tmp / "ours0", [], []), ToolRun("kraken blla", tmp / "kraken0", [], [])]
+        for i in range(args.repeats):
+            time_run(runs[0], segment_ours(args.model, tmp / "images", tmp / f"ours{i}"), len(pages))
+            if kraken:
+                time_run(runs[1], segment_kraken(kraken, pages, tmp / f"kraken{i}", args.threads), len(pages))
+        runs = [r for r in runs if r.seconds]
+        print(f"load average after {os.getloadavg()[0]:.1f}")
+        scores = {run.label: score(pages, run.output, args.tolerance) for run in runs}
+        print_table(runs, scores, len(pages))
+        if args.recognizer:
+            print_cer(end_to_end(pages, args.recognizer, {run.label: run.output for run in runs}, tmp))
+    return 0
+
+
+def page_set(name: str) -> list[Path]:
+    """The ground-truth PAGE files of a page set, in a fixed order."""
+    folder, split = SETS[name]
+    if split is None:
+        return sorted(folder.glob("*/*.xml"))
+    with open(folder / "splits.tsv", newline="", encoding="utf-8") as f:
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [folder / row["xml"] for row in rows if row["split"] == split]
+
+
+def stage(truths: list[Path], images: Path) -> list[BenchPage]:
+    """Read each page's truth and copy its image alone to IMAGES/pNNN.ext, where no tool can see the truth."""
+    images.mkdir(parents=True)
+    pages = []
+    for i, xml in enumerate(truths):
+        truth = read_layout(xml)
+        image = images / f"p{i:03d}{truth.image_path.suffix.lower()}"
+        shutil.copyfile(truth.image_path, image)
+        pages.append(BenchPage(image.stem, truth, image))
+    return pages
+
+
+def segment_ours(model: Path, images: Path, output: Path) -> list[str]:
+    # run from the checkout: `python -m` puts it first on the path, before an installed loghi_ft
+    return [sys.executable, "-m", "loghi_ft", "segment", "--model", str(model.resolve()), str(images),
+            "--output", str(output)]
+
+
+def segment_kraken(kraken: Path, pages: list[BenchPage], output: Path, threads: int) -> list[str]:
+    output.mkdir()
+    pairs = [word for page in pages for word in ("-i", str(page.image), str(output / f"{page.key}.xml"))]
+    return [str(kraken), "--threads", str(threads), "-d", "cpu", *pairs, "-x", "segment", "-bl"]
+
+
+def time_run(run: ToolRun, cmd: list[str], pages: int) -> None:
+    """Run `cmd`, adding its seconds per page and peak memory to `run`."""
+    seconds, _, peak = timed(cmd, cwd=ROOT)
+    run.seconds.append(seconds / pages)
+    run.peaks.append(peak)
+    print(f"{run.label}: {seconds:.1f} s for {pages} pages = {seconds / pages:.2f} s/page, "
+          f"peak memory {peak / 2**20:.0f} MiB")
+
+
+def score(pages: list[BenchPage], output: Path, tolerance: float) -> tuple[BaselineCounts, list[str]]:
+    """Baseline counts of the PAGE files in `output` against the truth, summed over pages; and what failed.
+    A page without a readable output file scores as a page where nothing was found."""
+    evaluation, failed = LayoutEvaluation(tolerance), []
+    for page in pages:
+        predicted = read_output(output / f"{page.key}.xml", page, failed)
+        evaluation.add(page.truth, predicted or Layout(page.image, page.truth.width, page.truth.height))
+    return evaluation.baselines, failed
+
+
+def read_output(xml: Path, page: BenchPage, failed: list[str]) -> Layout | None:
+    """read_layout of a tool's PAGE file for `page`; None, noted in `failed`, when it is missing or unreadable."""
+    if not xml.exists():
+        failed.append(f"{page.truth.xml_path}: no output {xml.name}")
+        return None
+    try:
+        return read_layout(xml)
+    except UserError as exc:
+        failed.append(f"{page.truth.xml_path}: {exc}")
+        return None
+
+
+def print_table(runs: list[ToolRun], scores: dict[str, tuple[BaselineCounts, list[str]]], pages: int) -> None:
+    """The side-by-side table (markdown), then the ratios and any page a tool failed."""
+    rows = {"pages scored": lambda r: f"{pages - len(scores[r.label][1])} of {pages}",
+            "lines found": lambda r: str(scores[r.label][0].predicted),
+            "baseline precision": lambda r: f"{scores[r.label][0].precision:.3f}",
+            "baseline recall": lambda r: f"{scores[r.label][0].recall:.3f}",
+            "baseline F1": lambda r: f"{scores[r.label][0].f1:.3f}",
+            f"s/page (wall, median of {len(runs[0].seconds)})": lambda r: f"{statistics.median(r.seconds):.2f}",
+            "peak memory": lambda r: f"{max(r.peaks) / 2**20:.0f} MiB"}
+    print("\n| | " + " | ".join(r.label for r in runs) + " |\n|---|" + "---|" * len(runs))
+    for name, cell in rows.items():
+        print(f"| {name} | " + " | ".join(cell(r) for r in runs) + " |")
+    if len(runs) == 2:
+        ours, theirs = runs
+        speed = statistics.median(theirs.seconds) / statistics.median(ours.seconds)
+        print(f"\nloghi-ft faster per page by {speed:.1f}x; "
+              f"peak memory loghi-ft/kraken {max(ours.peaks) / max(theirs.peaks):.2f}")
+    for label, (_, failed) in scores.items():
+        for line in failed:
+            print(f"{label} failed: {line}")
+
+
+def end_to_end(pages: list[BenchPage], recognizer: Path, outputs: dict[str, Path],
+               tmp: Path) -> dict[str, ErrorCounts]:
+    """Page CER of `loghi-ft infer --model recognizer` on the ground-truth pages and on each tool's pages."""
+    truths = tmp / "truth"
+    for page in pages:
+        # each page in a folder of its own: pages of different folders may share a name (iforal's 1.xml)
+        (truths / page.key).mkdir(parents=True)
+        for source in (page.truth.xml_path, page.truth.image_path):
+            link_or_copy(source, truths / page.key / source.name)
+    # label -> (folder of PAGE files, a page's file in it)
+    sources = {"ground-truth lines": (truths, lambda page: f"{page.key}/{page.truth.xml_path.name}")}
+    for label, folder in outputs.items():
+        sources[f"{label} lines"] = (folder, lambda page: f"{page.key}.xml")
+    result = {}
+    for label, (folder, name) in sources.items():
+        read = tmp / f"read-{folder.name}"
+        recognise(recognizer, folder, read)
+        total, failed = ErrorCounts(), []
+        for page in pages:
+            predicted = read_output(read / name(page), page, failed)
+            total.add(char_errors(page_text(page.truth), page_text(predicted) if predicted else ""))
+        result[label] = total
+        for line in failed:
+            print(f"{label}: not read: {line}")
+    return result
+
+
+def recognise(recognizer: Path, pages: Path, output: Path) -> None:
+    """`loghi-ft infer` over a folder of PAGE files; lines it could not read are written empty (exit status 3)."""
+    cmd = [sys.executable, "-m", "loghi_ft", "infer", "--model", str(recognizer.resolve()), str(pages),
+           "--output", str(output)]
+    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode not in (0, 3):
+        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{(done.stdout + done.stderr)[-3000:]}")
+
+
+def page_text(layout: Layout) -> str:
+    """A page's text: its lines with text, in the order read, one per line, without edge spaces."""
+    return "\n".join(text for text in (line.text.strip() for line in layout.lines) if text)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:     # another file system
+        shutil.copyfile(source, target)
+
+
+def print_cer(cers: dict[str, ErrorCounts]) -> None:
+    reference = cers["ground-truth lines"].rate
+    print("\n| end-to-end (page CER) | CER | against ground-truth lines |\n|---|---|---|")
+    for label, counts in cers.items():
+        ratio = f"{counts.rate / reference:.2f}x" if reference else "-"
+        print(f"| {label} | {100 * counts.rate:.2f}% ({counts.errors} of {counts.length} chars) | {ratio} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

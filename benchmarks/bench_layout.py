@@ -13,9 +13,10 @@ wall-clock seconds of the whole command over the pages (the median of `--repeats
 peak memory is the largest summed resident memory of the command and its children (bench_prepare.timed).
 kraken 7.1.1 is installed on first use into benchmarks/.venv-kraken (bench_prepare.install_kraken).
 
---recognizer MODEL adds the end-to-end figure: `loghi-ft infer --model MODEL` reads the lines of our pages, of
-kraken's and of the ground-truth pages; each page's text is its lines' text in reading order, one line per line,
-scored by character error rate against the truth's lines in the order of its file.
+--recognizer MODEL adds the end-to-end figure, as `loghi-ft segeval` computes it (evaluation/layout_eval.py
+read_both): the recogniser reads the lines each tool found and the ground-truth lines; each page's text is its
+lines' readings in reading order (pages/layout.py reading_order, for the truth and for both tools), one per line,
+scored by character error rate against the ground-truth text in the same order.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import csv
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prepare import ROOT, install_kraken, timed  # noqa: E402
 
 from loghi_ft.errors import UserError  # noqa: E402
+from loghi_ft.evaluation.layout_eval import read_both  # noqa: E402
 from loghi_ft.evaluation.layout_metrics import BaselineCounts, LayoutEvaluation  # noqa: E402
-from loghi_ft.evaluation.metrics import ErrorCounts, char_errors  # noqa: E402
-from loghi_ft.pages.layout import Layout, read_layout  # noqa: E402
+from loghi_ft.pages.layout import Layout, read_layout, reading_order  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MODEL = ROOT / "models" / "layout-base"
@@ -92,10 +92,11 @@ def main() -> int:
                 time_run(runs[1], segment_kraken(kraken, pages, tmp / f"kraken{i}", args.threads), len(pages))
         runs = [r for r in runs if r.seconds]
         print(f"load average after {os.getloadavg()[0]:.1f}")
-        scores = {run.label: score(pages, run.output, args.tolerance) for run in runs}
-        print_table(runs, scores, len(pages))
+        found = {run.label: read_outputs(pages, run.output) for run in runs}
+        print_table(runs, {label: score(pages, layouts, args.tolerance) for label, (layouts, _) in found.items()},
+                    {label: failed for label, (_, failed) in found.items()}, len(pages))
         if args.recognizer:
-            print_cer(end_to_end(pages, args.recognizer, {run.label: run.output for run in runs}, tmp))
+            print_cer(end_to_end(pages, args.recognizer, {label: layouts for label, (layouts, _) in found.items()}))
     return 0
 
 
@@ -142,35 +143,38 @@ def time_run(run: ToolRun, cmd: list[str], pages: int) -> None:
           f"peak memory {peak / 2**20:.0f} MiB")
 
 
-def score(pages: list[BenchPage], output: Path, tolerance: float) -> tuple[BaselineCounts, list[str]]:
-    """Baseline counts of the PAGE files in `output` against the truth, summed over pages; and what failed.
-    A page without a readable output file scores as a page where nothing was found."""
-    evaluation, failed = LayoutEvaluation(tolerance), []
+def read_outputs(pages: list[BenchPage], output: Path) -> tuple[list[Layout], list[str]]:
+    """Each page's layout as a tool wrote it to OUTPUT/<key>.xml; a page without a readable file gets an empty
+    layout (nothing found) and a line in the list of failures."""
+    layouts, failed = [], []
     for page in pages:
-        predicted = read_output(output / f"{page.key}.xml", page, failed)
-        evaluation.add(page.truth, predicted or Layout(page.image, page.truth.width, page.truth.height))
-    return evaluation.baselines, failed
+        xml = output / f"{page.key}.xml"
+        try:
+            if not xml.exists():
+                raise UserError(f"{xml}: not written")
+            layouts.append(read_layout(xml))
+        except UserError as exc:
+            failed.append(f"{page.truth.xml_path}: {exc}")
+            layouts.append(Layout(page.image, page.truth.width, page.truth.height, xml_path=xml))
+    return layouts, failed
 
 
-def read_output(xml: Path, page: BenchPage, failed: list[str]) -> Layout | None:
-    """read_layout of a tool's PAGE file for `page`; None, noted in `failed`, when it is missing or unreadable."""
-    if not xml.exists():
-        failed.append(f"{page.truth.xml_path}: no output {xml.name}")
-        return None
-    try:
-        return read_layout(xml)
-    except UserError as exc:
-        failed.append(f"{page.truth.xml_path}: {exc}")
-        return None
+def score(pages: list[BenchPage], found: list[Layout], tolerance: float) -> BaselineCounts:
+    """Baseline counts of the layouts found against the truth, summed over pages."""
+    evaluation = LayoutEvaluation(tolerance)
+    for page, layout in zip(pages, found, strict=True):
+        evaluation.add(page.truth, layout)
+    return evaluation.baselines
 
 
-def print_table(runs: list[ToolRun], scores: dict[str, tuple[BaselineCounts, list[str]]], pages: int) -> None:
+def print_table(runs: list[ToolRun], scores: dict[str, BaselineCounts], failed: dict[str, list[str]],
+                pages: int) -> None:
     """The side-by-side table (markdown), then the ratios and any page a tool failed."""
-    rows = {"pages scored": lambda r: f"{pages - len(scores[r.label][1])} of {pages}",
-            "lines found": lambda r: str(scores[r.label][0].predicted),
-            "baseline precision": lambda r: f"{scores[r.label][0].precision:.3f}",
-            "baseline recall": lambda r: f"{scores[r.label][0].recall:.3f}",
-            "baseline F1": lambda r: f"{scores[r.label][0].f1:.3f}",
+    rows = {"pages scored": lambda r: f"{pages - len(failed[r.label])} of {pages}",
+            "lines found": lambda r: str(scores[r.label].predicted),
+            "baseline precision": lambda r: f"{scores[r.label].precision:.3f}",
+            "baseline recall": lambda r: f"{scores[r.label].recall:.3f}",
+            "baseline F1": lambda r: f"{scores[r.label].f1:.3f}",
             f"s/page (wall, median of {len(runs[0].seconds)})": lambda r: f"{statistics.median(r.seconds):.2f}",
             "peak memory": lambda r: f"{max(r.peaks) / 2**20:.0f} MiB"}
     print("\n| | " + " | ".join(r.label for r in runs) + " |\n|---|" + "---|" * len(runs))
@@ -181,65 +185,28 @@ def print_table(runs: list[ToolRun], scores: dict[str, tuple[BaselineCounts, lis
         speed = statistics.median(theirs.seconds) / statistics.median(ours.seconds)
         print(f"\nloghi-ft faster per page by {speed:.1f}x; "
               f"peak memory loghi-ft/kraken {max(ours.peaks) / max(theirs.peaks):.2f}")
-    for label, (_, failed) in scores.items():
-        for line in failed:
+    for label, lines in failed.items():
+        for line in lines:
             print(f"{label} failed: {line}")
 
 
-def end_to_end(pages: list[BenchPage], recognizer: Path, outputs: dict[str, Path],
-               tmp: Path) -> dict[str, ErrorCounts]:
-    """Page CER of `loghi-ft infer --model recognizer` on the ground-truth pages and on each tool's pages."""
-    truths = tmp / "truth"
-    for page in pages:
-        # each page in a folder of its own: pages of different folders may share a name (iforal's 1.xml)
-        (truths / page.key).mkdir(parents=True)
-        for source in (page.truth.xml_path, page.truth.image_path):
-            link_or_copy(source, truths / page.key / source.name)
-    # label -> (folder of PAGE files, a page's file in it)
-    sources = {"ground-truth lines": (truths, lambda page: f"{page.key}/{page.truth.xml_path.name}")}
-    for label, folder in outputs.items():
-        sources[f"{label} lines"] = (folder, lambda page: f"{page.key}.xml")
-    result = {}
-    for label, (folder, name) in sources.items():
-        read = tmp / f"read-{folder.name}"
-        recognise(recognizer, folder, read)
-        total, failed = ErrorCounts(), []
-        for page in pages:
-            predicted = read_output(read / name(page), page, failed)
-            total.add(char_errors(page_text(page.truth), page_text(predicted) if predicted else ""))
-        result[label] = total
-        for line in failed:
-            print(f"{label}: not read: {line}")
-    return result
+def end_to_end(pages: list[BenchPage], recognizer: Path, found: dict[str, list[Layout]]) -> dict[str, float]:
+    """Page CER of the text read by `recognizer` from each tool's lines and from the ground-truth lines, as
+    `loghi-ft segeval` computes it (every text in one reading order)."""
+    cers = {}
+    for label, layouts in found.items():
+        pairs = [(page.truth, reading_order(layout)) for page, layout in zip(pages, layouts, strict=True)]
+        cers[f"{label} lines"], cers["ground-truth lines"] = read_both(
+            pairs, recognizer, gpu="-1", precision="auto", batch_size=32, log=lambda m: print(m, file=sys.stderr))
+    return cers
 
 
-def recognise(recognizer: Path, pages: Path, output: Path) -> None:
-    """`loghi-ft infer` over a folder of PAGE files; lines it could not read are written empty (exit status 3)."""
-    cmd = [sys.executable, "-m", "loghi_ft", "infer", "--model", str(recognizer.resolve()), str(pages),
-           "--output", str(output)]
-    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode not in (0, 3):
-        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{(done.stdout + done.stderr)[-3000:]}")
-
-
-def page_text(layout: Layout) -> str:
-    """A page's text: its lines with text, in the order read, one per line, without edge spaces."""
-    return "\n".join(text for text in (line.text.strip() for line in layout.lines) if text)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:     # another file system
-        shutil.copyfile(source, target)
-
-
-def print_cer(cers: dict[str, ErrorCounts]) -> None:
-    reference = cers["ground-truth lines"].rate
-    print("\n| end-to-end (page CER) | CER | against ground-truth lines |\n|---|---|---|")
-    for label, counts in cers.items():
-        ratio = f"{counts.rate / reference:.2f}x" if reference else "-"
-        print(f"| {label} | {100 * counts.rate:.2f}% ({counts.errors} of {counts.length} chars) | {ratio} |")
+def print_cer(cers: dict[str, float]) -> None:
+    reference = cers["ground-truth lines"]
+    print("\n| end to end: page CER read from | CER | against ground-truth lines |\n|---|---|---|")
+    for label in ["ground-truth lines"] + [k for k in cers if k != "ground-truth lines"]:
+        ratio = f"{cers[label] / reference:.2f}x" if reference else "-"
+        print(f"| {label} | {100 * cers[label]:.2f}% | {ratio} |")
 
 
 if __name__ == "__main__":

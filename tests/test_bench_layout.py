@@ -28,7 +28,7 @@ def write_copy(page: bench_layout.BenchPage, folder) -> None:
                  image_filename=str(page.image), metadata={"test": "copy of the truth"})
 
 
-def test_score_counts_missing_and_unreadable_pages_as_nothing_found(tmp_path, data_dir):
+def test_pages_without_a_readable_file_score_as_nothing_found(tmp_path, data_dir):
     pages = bench_layout.stage(bench_layout.page_set("iforal")[:3], tmp_path / "images")
     # the tools see bare images under new names: iforal's pages share names across charters
     assert [p.image.name for p in pages] == ["p000.jpg", "p001.jpg", "p002.jpg"]
@@ -37,23 +37,27 @@ def test_score_counts_missing_and_unreadable_pages_as_nothing_found(tmp_path, da
     out.mkdir()
     write_copy(pages[0], out)
     (out / "p002.xml").write_text("<PcGts", encoding="utf-8")
-    counts, failed = bench_layout.score(pages, out, tolerance=10.0)
+    found, failed = bench_layout.read_outputs(pages, out)
+    assert [len(layout.lines) for layout in found] == [len(pages[0].truth.lines), 0, 0]
+    assert len(failed) == 2 and "p001.xml: not written" in failed[0] and str(pages[2].truth.xml_path) in failed[1]
+    counts = bench_layout.score(pages, found, tolerance=10.0)
     true_lines = [len(p.truth.lines) for p in pages]
     assert counts.truth == sum(true_lines) and counts.predicted == true_lines[0]
     assert counts.precision == pytest.approx(1.0)
     assert counts.recall == pytest.approx(true_lines[0] / sum(true_lines))
-    assert len(failed) == 2 and "no output p001.xml" in failed[0] and str(pages[2].truth.xml_path) in failed[1]
 
 
-@pytest.mark.slow  # two `loghi-ft infer` runs on one page: about 30 s on 2 busy cores
-def test_end_to_end_cer_of_the_true_lines_written_again_equals_that_of_the_truth(tmp_path, data_dir):
+@pytest.mark.slow  # the recogniser reads one page three times: about 30 s on 2 busy cores
+def test_end_to_end_cer_of_the_true_lines_found_again_equals_that_of_the_truth(tmp_path, data_dir):
     pages = bench_layout.stage(bench_layout.page_set("timeus-test")[:1], tmp_path / "images")
     copy = tmp_path / "copy"
     copy.mkdir()
     write_copy(pages[0], copy)
-    cers = bench_layout.end_to_end(pages, RECOGNIZER, {"copy": copy}, tmp_path)
-    truth, again = cers["ground-truth lines"], cers["copy lines"]
-    assert truth.length == len(bench_layout.page_text(pages[0].truth)) > 500
-    # the same lines in the same order read by the same model; the shipped model reads timeus test pages at ~9%
-    assert (again.errors, again.length) == (truth.errors, truth.length)
-    assert 0 < truth.rate < 0.15
+    found, failed = bench_layout.read_outputs(pages, copy)
+    cers = bench_layout.end_to_end(pages, RECOGNIZER, {"copy": found, "nothing": [dataclasses.replace(
+        found[0], lines=[], regions=[])]})
+    # the same lines read by the same model (padded in other batches: bf16 on this CPU moves a few characters);
+    # the shipped model reads timeus test pages at about 9%
+    assert not failed and cers["copy lines"] == pytest.approx(cers["ground-truth lines"], abs=0.005)
+    assert 0 < cers["ground-truth lines"] < 0.15
+    assert cers["nothing lines"] == 1.0

@@ -44,7 +44,6 @@ MODEL = ROOT / "models" / "layout-base"
 # page set -> (folder, split of its splits.tsv; None: every page of the folder)
 SETS = {"htromance-test": (DATA / "htromance-fr", "test"), "iforal": (DATA / "iforal-sample", None),
         "timeus-test": (DATA / "timeus-1858", "test")}
-TOOLS = ("loghi-ft", "kraken")
 
 
 @dataclass

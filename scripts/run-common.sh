@@ -1,4 +1,4 @@
-# Plumbing shared by finetune.sh, train.sh and inference.sh; sourced by them, never run on its own.
+# Plumbing shared by finetune.sh, train.sh, finetune-layout.sh and inference.sh; sourced by them, never run on its own.
 # A script sources this file, sets its settings one per line, then calls `settings_done "$@"`.
 # Settings can be overridden from the environment or as NAME=value arguments; the plumbing below
 # picks a runner (docker, podman or a local .venv), mounts what the command needs and runs it.
@@ -230,7 +230,7 @@ run_loghi_ft() {
   return "$rc"
 }
 
-# --- shared by finetune.sh and train.sh
+# --- shared by the training scripts (training_data, training_options and test_cer: finetune.sh and train.sh)
 
 # The training and validation lines into TRAIN_LISTS and VAL_LIST: cut from the PAGE XML folders
 # (trainpages, valpages) into RUN_DIR/data first, or the list files (listdir, trainlist, validationlist).
@@ -303,18 +303,26 @@ json_number() {
 
 percent() { awk -v x="$1" 'BEGIN { printf "%.2f%%", 100 * x }'; }
 
-# After `loghi-ft train` (its exit status in $2): say where best_val/ is and its CER; exit on failure.
+# After `loghi-ft train` or `segtrain` (its exit status in $2): say where best_val/ is and how it did on validation;
+# exit on failure. $3: that figure's key in model.json, val_cer (a recogniser's, the default) or val_score (a layout
+# model's, 0 to 1). Sets BEST_VAL, BEST_FIGURE ("validation CER 4.20%") and, for val_cer, BEST_CER ("4.20%").
 finish_training() {
-  local best=$1/best_val cer=""
-  [[ -f $best/model.json ]] && cer=$(json_number "$best/model.json" val_cer)
+  local best=$1/best_val key=${3:-val_cer} value=""
+  [[ -f $best/model.json ]] && value=$(json_number "$best/model.json" "$key")
+  if [[ $key == val_cer ]]; then
+    BEST_FIGURE="validation CER $(percent "$value")"
+  else
+    BEST_FIGURE="validation ${key#val_} $(awk -v x="$value" 'BEGIN { printf "%.4f", x }')"
+  fi
   if [[ $2 != 0 ]]; then
     if [[ -n $INTERRUPTED ]]; then echo "$SCRIPT_NAME: stopped."; else echo "$SCRIPT_NAME: training failed (exit status $2)."; fi
-    [[ -n $cer ]] && echo "The best model so far: $best (validation CER $(percent "$cer")); resume=on continues the run."
+    [[ -n $value ]] && echo "The best model so far: $best ($BEST_FIGURE); resume=on continues the run."
     exit "$2"
   fi
-  [[ -n $cer ]] || die "training ended but left no model in $best"
+  [[ -n $value ]] || die "training ended but left no model in $best"
   BEST_VAL=$best
-  BEST_CER=$(percent "$cer")
+  [[ $key == val_cer ]] && BEST_CER=$(percent "$value")
+  return 0
 }
 
 # A container whose client was killed keeps running: stop it on the way out.

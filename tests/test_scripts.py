@@ -1,4 +1,5 @@
-"""finetune.sh, train.sh, inference.sh: settings from the file, the environment and NAME=value; runners; Ctrl+C."""
+"""finetune.sh, train.sh, finetune-layout.sh, inference.sh: settings from the file, the environment and NAME=value;
+runners; Ctrl+C."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
-from conftest import IFORAL, ROOT
+from conftest import DATA, IFORAL, PAGE_XSD, ROOT
 from test_infer import model  # noqa: F401  (the fixture: a small untrained model folder)
 
 # a small, quick network: these tests are about the scripts, not the readings
@@ -23,6 +25,13 @@ SPEC = "None,None,32,1 Cr3,3,8 Mp2,2,2,2 Cr3,3,16 Mp2,2,2,2 Rc3 Bl32"
 TRAIN_PAGES = [("foral_de_gouveia_1217", "1"), ("foral_de_gouveia_1217", "3")]
 VAL_PAGES = [("foral_de_linhares_1217", "1")]
 TEST_PAGES = [("foral_de_folgosinho_1217", "1")]
+# htromance-fr pages (manuscript folder, page) from its train and val splits; the names have spaces
+HTROMANCE = DATA / "htromance-fr"
+LAYOUT_TRAIN = [("bnf-reserve-8-ya3-27-(-4,-52)", f"RESERVE 8-YA3-27 (4,52)_f{n}") for n in (1, 2, 3)] + \
+               [("bnf-français-19670", "Français 19670_f19")]
+LAYOUT_VAL = [("bnf-français-15148", "Français 15148_f7")]
+# a tiny layout network on small windows, at a rate that finds baselines after a few steps
+LAYOUT_RECIPE = "size: 256\ncrop: 128\nbackbone: mobilenet_v3_small\nno_augment: true\nwarmup_steps: 0\nworkers: 0\n"
 
 # a stand-in for the docker/podman client: records each call's arguments (one per line) in $FAKE_CALLS/N;
 # `run` waits $FAKE_RUN_SECONDS and notes a SIGINT it receives, as a container's client forwards it
@@ -36,11 +45,11 @@ wait $sleeper
 """
 
 
-def copy_pages(pages: list[tuple[str, str]], dest: Path) -> Path:
-    for charter, page in pages:
-        (dest / charter).mkdir(parents=True, exist_ok=True)
+def copy_pages(pages: list[tuple[str, str]], dest: Path, source: Path = IFORAL) -> Path:
+    for folder, page in pages:
+        (dest / folder).mkdir(parents=True, exist_ok=True)
         for ext in (".xml", ".jpg"):
-            shutil.copy(IFORAL / charter / f"{page}{ext}", dest / charter / f"{page}{ext}")
+            shutil.copy(source / folder / f"{page}{ext}", dest / folder / f"{page}{ext}")
     return dest
 
 
@@ -241,11 +250,11 @@ def test_finetune_in_a_container_on_gpus_hands_over_the_devices(pages, tmp_path)
     assert len(runs(cpu)) == 3
 
 
-def test_ctrl_c_reaches_the_container_client_and_the_script_stops(pages, tmp_path):
+def interrupted_in_a_container(name: str, settings: list[str], tmp_path: Path) -> tuple[int, str, str]:
+    """Run a script with the docker stand-in and press Ctrl+C once its first command runs: status, stdout, stderr."""
     env = {**os.environ, "LOGHI_FT_PYTHON": sys.executable, **fake_client(tmp_path, "docker"), "FAKE_RUN_SECONDS": "30"}
-    proc = subprocess.Popen([str(ROOT / "finetune.sh"), f"HTRBASEMODEL={tmp_path}", f"trainpages={pages['train']}",
-                             f"valpages={pages['val']}", f"outputdir={tmp_path / 'out'}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(ROOT / name), *settings], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 20
     while not runs(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -253,7 +262,14 @@ def test_ctrl_c_reaches_the_container_client_and_the_script_stops(pages, tmp_pat
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert (tmp_path / "signal").read_text().strip() == "INT"
-    assert proc.returncode == 130, out + err
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_reaches_the_container_client_and_the_script_stops(pages, tmp_path):
+    status, out, err = interrupted_in_a_container(
+        "finetune.sh", [f"HTRBASEMODEL={tmp_path}", f"trainpages={pages['train']}", f"valpages={pages['val']}",
+                        f"outputdir={tmp_path / 'out'}"], tmp_path)
+    assert status == 130, out + err
     assert len(runs(tmp_path)) == 1  # stopped during the first command; nothing after it started
 
 
@@ -293,3 +309,162 @@ def test_list_files_mount_their_folder_and_the_folder_of_their_images(tmp_path):
                                                          f"{lists}:{lists}:rw", f"{images}:{images}:rw"])
     assert option_values(train, "--train-list") == [str(lists / "train.txt")]
     assert option_values(train, "--val-list") == [str(lists / "val.txt")]
+
+
+def split_of(folder: str, page: str) -> str:
+    """The split htromance-fr's splits.tsv gives a page."""
+    with open(HTROMANCE / "splits.tsv", newline="", encoding="utf-8") as f:
+        return next(row["split"] for row in csv.DictReader(f, delimiter="\t")
+                    if row["xml"] == f"data/fr/{folder}/{page}.xml")
+
+
+@pytest.fixture(scope="module")
+def layout_pages(tmp_path_factory) -> dict[str, Path]:
+    assert {split_of(*p) for p in LAYOUT_TRAIN} == {"train"} and {split_of(*p) for p in LAYOUT_VAL} == {"val"}
+    root = tmp_path_factory.mktemp("layout")  # no space: trainpages are space-separated
+    recipe = root / "tiny layout.yaml"
+    recipe.write_text(LAYOUT_RECIPE)
+    return {"train": copy_pages(LAYOUT_TRAIN, root / "train", HTROMANCE / "data" / "fr"),
+            "val": copy_pages(LAYOUT_VAL, root / "val", HTROMANCE / "data" / "fr"), "recipe": recipe}
+
+
+def printed_figures(stdout: str) -> dict[str, list[float]]:
+    """finetune-layout.sh's closing table: row label -> score, baseline F1, region mIoU."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == ["validation", "score", "baseline", "F1",
+                                                                      "region", "mIoU"])
+    rows = {}
+    for line in lines[start + 1:-1]:
+        words = line.rsplit(maxsplit=3)
+        rows[words[0].strip()] = [float(w) for w in words[1:]]
+    return rows
+
+
+def csv_figures(row: dict) -> list[float]:
+    return [round(float(row[k]), 4) for k in ("val_score", "val_baseline_f1", "val_region_miou")]
+
+
+@pytest.fixture(scope="module")
+def layout_run(layout_pages, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """finetune-layout.sh training a new tiny layout model on htromance pages, locally: the run and its folder."""
+    out = tmp_path_factory.mktemp("layout out")
+    proc = script("finetune-layout.sh", "LAYOUTBASEMODEL=", f"trainpages={layout_pages['train']}",
+                  f"valpages={layout_pages['val']}", f"recipe={layout_pages['recipe']}", "epochs=4", "batch_size=1",
+                  "learning_rate=0.01", "model_name=new layout", f"outputdir={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, out / "new layout"
+
+
+@pytest.mark.slow
+def test_finetune_layout_sh_trains_a_new_layout_model_and_prints_its_figures(layout_run):
+    proc, run_dir = layout_run
+    info = json.loads((run_dir / "best_val" / "model.json").read_text())
+    assert info["format"] == "loghi-ft-layout-model"
+    assert info["size"] == 256 and info["backbone"] == "mobilenet_v3_small"  # from the recipe
+    assert {"MainZone", "NumberingZone"} <= set(info["region_types"])
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"]  # a new model: no row 0
+    [best] = [row for row in rows if int(row["step"]) == info["training"]["step"]]
+    assert float(best["val_score"]) == max(float(row["val_score"]) for row in rows)
+    assert float(best["val_baseline_f1"]) > 0
+    assert printed_figures(proc.stdout) == {f"best_val (epoch {best['epoch']})": csv_figures(best)}
+    assert proc.stdout.splitlines()[-1] == (f"finetune-layout.sh: done. best model: {run_dir / 'best_val'} "
+                                            f"(validation score {float(best['val_score']):.4f}); metrics and plots "
+                                            f"in {run_dir}")
+
+
+@pytest.mark.slow
+def test_finetune_layout_sh_fine_tunes_a_base_and_shows_it_beside_best_val(layout_run, layout_pages, tmp_path):
+    base = layout_run[1] / "best_val"
+    proc = script("finetune-layout.sh", f"LAYOUTBASEMODEL={base}", f"trainpages={layout_pages['train']}",
+                  f"valpages={layout_pages['val']}", "epochs=1", "batch_size=2", f"outputdir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"fine-tunes the layout model {base}" in proc.stdout
+    run_dir = tmp_path / "layout"
+    info = json.loads((run_dir / "best_val" / "model.json").read_text())
+    assert info["size"] == 256 and info["training"]["base_model"] == str(base)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # row 0 is the base model, measured before the first step: the score it was kept for
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert float(rows[0]["val_score"]) == json.loads((base / "model.json").read_text())["training"]["val_score"]
+    best = max(rows, key=lambda row: float(row["val_score"]))
+    assert printed_figures(proc.stdout) == {"base model": csv_figures(rows[0]),
+                                            f"best_val (epoch {best['epoch']})": csv_figures(best)}
+
+
+@pytest.mark.slow
+def test_inference_sh_segments_a_bare_image_with_the_trained_layout_model(layout_run, layout_pages, tmp_path):
+    folder, page = LAYOUT_VAL[0]
+    bare = tmp_path / "scans"
+    bare.mkdir()
+    shutil.copy(layout_pages["val"] / folder / f"{page}.jpg", bare / f"{page}.jpg")
+    out = tmp_path / "recognised"
+    proc = script("inference.sh", f"model={ROOT / 'models' / 'timeus-1858-small'}",
+                  f"layoutmodel={layout_run[1] / 'best_val'}", f"inputpages={bare}", f"outputdir={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [p.name for p in out.iterdir()] == [f"{page}.xml"]
+    tree = etree.parse(str(out / f"{page}.xml"))
+    assert etree.XMLSchema(etree.parse(str(PAGE_XSD))).validate(tree)
+    ns = {"pc": tree.getroot().nsmap[None]}
+    # the new page names its image relative to where it lies
+    assert (out / tree.find("pc:Page", ns).get("imageFilename")).resolve() == (bare / f"{page}.jpg").resolve()
+    lines = tree.findall(".//pc:TextLine", ns)
+    assert lines and all(line.find("pc:Coords", ns) is not None and line.find("pc:Baseline", ns) is not None
+                         for line in lines)
+    texts = [line.findtext("pc:TextEquiv/pc:Unicode", namespaces=ns) for line in lines]
+    assert None not in texts and any(texts)
+
+
+def test_finetune_layout_sh_refuses_folders_without_pages_before_it_starts(layout_pages, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(layout_pages["val"] / LAYOUT_VAL[0][0] / f"{LAYOUT_VAL[0][1]}.jpg", scans / "1.jpg")
+    (scans / "notes.xml").write_text("<notes><page>1</page></notes>")
+    out = tmp_path / "out"
+    common = ["LAYOUTBASEMODEL=", f"outputdir={out}"]
+    proc = script("finetune-layout.sh", *common, f"trainpages={scans}", f"valpages={layout_pages['val']}")
+    assert proc.returncode == 1
+    assert f"trainpages: {scans} holds no PAGE XML (or ALTO) file" in proc.stderr
+    proc = script("finetune-layout.sh", *common, f"trainpages={layout_pages['train']}", f"valpages={tmp_path / 'nope'}")
+    assert proc.returncode == 1
+    assert f"valpages={tmp_path / 'nope'}: no such folder" in proc.stderr
+    proc = script("finetune-layout.sh", *common, f"trainpages={layout_pages['train']}", "valpages=")
+    assert proc.returncode == 1 and "valpages is empty" in proc.stderr
+    assert not out.exists()
+
+
+def test_finetune_layout_in_a_container_mounts_the_pages_and_hands_over_the_gpu(layout_pages, tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    out = tmp_path / "out"
+    env = fake_client(tmp_path, "docker")
+    proc = script("finetune-layout.sh", f"LAYOUTBASEMODEL={base}", f"trainpages={layout_pages['train']}",
+                  f"valpages={layout_pages['val']}", f"recipe={layout_pages['recipe']}", "GPU=1", "resume=on",
+                  "epochs=7", "model_name=letters", f"outputdir={out}", env=env)
+    # the stand-in trains nothing, so the script ends saying so after its one command
+    assert proc.returncode == 1 and "left no model" in proc.stderr
+    [args] = runs(tmp_path)
+    assert args[args.index("segtrain") - 1].startswith("loghi-ft:")  # the image, then the command
+    assert option_values(args, "--gpus") == ['"device=1"'] and option_values(args, "--gpu") == ["0"]
+    recipe = layout_pages["recipe"]
+    assert sorted(option_values(args, "-v")) == sorted(
+        [f"{layout_pages['train']}:{layout_pages['train']}:ro", f"{layout_pages['val']}:{layout_pages['val']}:ro",
+         f"{base}:{base}:ro", f"{recipe.parent}:{recipe.parent}:ro", f"{out}:{out}:rw"])
+    assert option_values(args, "--base-model") == [str(base)] and option_values(args, "--config") == [str(recipe)]
+    assert option_values(args, "--epochs") == ["7"] and option_values(args, "--model-name") == ["letters"]
+    assert "--resume" in args
+
+
+def test_ctrl_c_during_layout_training_names_the_best_model_so_far(layout_pages, tmp_path):
+    out = tmp_path / "out"
+    best = out / "layout" / "best_val"
+    best.mkdir(parents=True)
+    (best / "model.json").write_text(json.dumps({"format": "loghi-ft-layout-model", "training": {"val_score": 0.61234}}))
+    status, stdout, stderr = interrupted_in_a_container(
+        "finetune-layout.sh", ["LAYOUTBASEMODEL=", f"trainpages={layout_pages['train']}",
+                               f"valpages={layout_pages['val']}", f"outputdir={out}"], tmp_path)
+    assert status == 130, stdout + stderr
+    assert "finetune-layout.sh: stopped." in stdout
+    assert f"The best model so far: {best} (validation score 0.6123); resume=on continues the run." in stdout

@@ -18,7 +18,12 @@ from loghi_ft.pages.layout import Layout, LayoutLine, Points, Region
 
 MIN_BASELINE = 6        # skeleton pixels (model scale): shorter traces are specks
 MIN_REGION = 0.0003     # of the page's area (a page number is about 0.001): smaller blobs are noise
-UP, DOWN = 0.7, 0.3     # a polygon reaches this share of the gap to the baseline above / below
+# a polygon reaches UP of the gap to the baseline above and DOWN of the gap below. Chosen on timeus-1858's val pages
+# read by the shipped recogniser from polygons made from the ground truth's own maps: page CER 7.03% (UP 0.85,
+# DOWN 0.35) against 7.50% from the ground-truth polygons; 7.52% at 0.7/0.3; 7.11% at 0.8/0.35 with MARGIN 6.
+# Following each line's ink (adaptive threshold, strokes reaching its x-height) instead read worse: 12.5% on test.
+UP, DOWN = 0.85, 0.35
+MARGIN = 4              # columns (model scale) a polygon reaches beyond each end of its baseline
 STEP = 4                # columns between the polygon's points (model scale)
 
 
@@ -88,7 +93,8 @@ def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tupl
     h, w = shape
     spans = []
     for line in lines:
-        x0, x1 = int(np.floor(line[:, 0].min())), int(np.ceil(line[:, 0].max()))
+        # the skeleton stops short of the ends of a baseline; a line's first and last letters reach beyond them
+        x0, x1 = int(np.floor(line[:, 0].min())) - MARGIN, int(np.ceil(line[:, 0].max())) + MARGIN
         xs = np.arange(max(0, x0), min(w - 1, x1) + 1)
         order = np.argsort(line[:, 0])
         ys = np.interp(xs, line[order, 0], line[order, 1]) if len(xs) else np.zeros(0)
@@ -183,7 +189,3 @@ def outlines(prob: np.ndarray, threshold: float) -> list[tuple[np.ndarray, float
 def _page(points: np.ndarray, scale: float) -> Points:
     return [(float(x) / scale, float(y) / scale) for x, y in points]
 
-
-def as_layout(found: Extracted, image_path, width: int, height: int) -> Layout:
-    """The extracted regions and lines as a page's Layout (not yet in reading order)."""
-    return Layout(image_path, width, height, found.regions, found.lines)

@@ -14,7 +14,7 @@ import numpy as np
 from skimage.morphology import skeletonize
 
 from loghi_ft.layout.net import BASELINE, BODY, LayoutInfo
-from loghi_ft.pages.layout import Layout, LayoutLine, Points, Region
+from loghi_ft.pages.layout import LayoutLine, Points, Region
 
 MIN_BASELINE = 6        # skeleton pixels (model scale): shorter traces are specks
 MIN_REGION = 0.0003     # of the page's area (a page number is about 0.001): smaller blobs are noise

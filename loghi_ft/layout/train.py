@@ -20,7 +20,7 @@ from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
 from loghi_ft.layout.data import LayoutPage, PageBatch, PageSet, collate, load_pages, page_sizes, with_types
 from loghi_ft.layout.extract import extract
 from loghi_ft.layout.net import BACKBONES, LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
-from loghi_ft.model.adapt import parameter_groups
+from loghi_ft.model.adapt import follow_batch_statistics, parameter_groups
 from loghi_ft.pages.documents import find_pages
 from loghi_ft.pages.layout import Layout
 from loghi_ft.settings import as_dict, recipe_text, setting
@@ -159,6 +159,9 @@ def segtrain(s: SegTrainSettings) -> Path | None:
     info = LayoutInfo(regions, line_types, size, base.info.backbone if base else s.backbone,
                       base.info.width if base else LayoutInfo.width)
     model = grown(base, info) if base else LayoutNet(info)
+    # torchvision's MobileNetV3 keeps BatchNorm statistics with momentum 0.01: after a few hundred steps they still
+    # remember the untrained network, and the model reads nothing in eval mode while it reads well in train mode
+    follow_batch_statistics(model)
     mode = "resume" if resume_from else "fine-tune" if base else "fresh"
 
     # -- loaders, optimiser, precision

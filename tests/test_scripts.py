@@ -25,6 +25,8 @@ SPEC = "None,None,32,1 Cr3,3,8 Mp2,2,2,2 Cr3,3,16 Mp2,2,2,2 Rc3 Bl32"
 TRAIN_PAGES = [("foral_de_gouveia_1217", "1"), ("foral_de_gouveia_1217", "3")]
 VAL_PAGES = [("foral_de_linhares_1217", "1")]
 TEST_PAGES = [("foral_de_folgosinho_1217", "1")]
+# inference.sh on pages that have their lines: no layout model (nor its mount)
+NO_LAYOUT = "layoutmodel="
 # htromance-fr pages (manuscript folder, page) from its train and val splits; the names have spaces
 HTROMANCE = DATA / "htromance-fr"
 LAYOUT_TRAIN = [("bnf-reserve-8-ya3-27-(-4,-52)", f"RESERVE 8-YA3-27 (4,52)_f{n}") for n in (1, 2, 3)] + \
@@ -152,8 +154,8 @@ def test_cpu_run_in_docker_passes_no_gpus_and_mounts_only_what_it_needs(pages, t
     model = tmp_path / "model"
     model.mkdir()
     out = tmp_path / "recognised"
-    proc = script("inference.sh", f"model={model}", f"inputpages={pages['test']}", f"outputdir={out}", "GPU=-1",
-                  env=fake_client(tmp_path, "docker"))
+    proc = script("inference.sh", f"model={model}", NO_LAYOUT, f"inputpages={pages['test']}", f"outputdir={out}",
+                  "GPU=-1", env=fake_client(tmp_path, "docker"))
     assert proc.returncode == 0, proc.stderr
     [args] = runs(tmp_path)
     assert "--gpus" not in args and not any(a.startswith("nvidia.com/gpu") for a in args)
@@ -171,7 +173,7 @@ def test_inference_hands_a_language_model_text_to_the_beam_search(pages, tmp_pat
     text.parent.mkdir()
     text.write_text("Du dit jour huit Janvier\n", encoding="utf-8")
     out = tmp_path / "recognised"
-    common = [f"model={model}", f"inputpages={pages['test']}", f"outputdir={out}", f"lm={text}"]
+    common = [f"model={model}", NO_LAYOUT, f"inputpages={pages['test']}", f"outputdir={out}", f"lm={text}"]
     env = fake_client(tmp_path, "docker")
     proc = script("inference.sh", *common, env=env)
     assert proc.returncode == 1 and "set beam_width too" in proc.stderr  # greedy decoding cannot use it
@@ -186,7 +188,7 @@ def test_inference_hands_a_language_model_text_to_the_beam_search(pages, tmp_pat
 def test_inference_sh_shards_words_and_text(model, tmp_path):  # noqa: F811
     source = copy_pages(TRAIN_PAGES + VAL_PAGES + TEST_PAGES, tmp_path / "in")
     out = tmp_path / "out"
-    common = [f"model={model}", f"inputpages={source}", f"outputdir={out}", "text=on"]
+    common = [f"model={model}", NO_LAYOUT, f"inputpages={source}", f"outputdir={out}", "text=on"]
     done = []
     for k in (1, 2):
         before = set(out.rglob("*.xml"))
@@ -218,7 +220,7 @@ def test_inference_sh_passes_the_partial_status_through(model, tmp_path):  # noq
     lost = source / "lost"
     lost.mkdir()
     shutil.copy(IFORAL / "foral_de_gouveia_1217" / "3.xml", lost / "3.xml")  # its image is not there
-    proc = script("inference.sh", f"model={model}", f"inputpages={source}", f"outputdir={tmp_path / 'out'}")
+    proc = script("inference.sh", f"model={model}", NO_LAYOUT, f"inputpages={source}", f"outputdir={tmp_path / 'out'}")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert f"{lost / '3.xml'}" in proc.stderr and "image" in proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == ("inference.sh: done, but not everything: the pages or lines listed "
@@ -461,7 +463,8 @@ def test_ctrl_c_during_layout_training_names_the_best_model_so_far(layout_pages,
     out = tmp_path / "out"
     best = out / "layout" / "best_val"
     best.mkdir(parents=True)
-    (best / "model.json").write_text(json.dumps({"format": "loghi-ft-layout-model", "training": {"val_score": 0.61234}}))
+    info = {"format": "loghi-ft-layout-model", "training": {"val_score": 0.61234}}
+    (best / "model.json").write_text(json.dumps(info))
     status, stdout, stderr = interrupted_in_a_container(
         "finetune-layout.sh", ["LAYOUTBASEMODEL=", f"trainpages={layout_pages['train']}",
                                f"valpages={layout_pages['val']}", f"outputdir={out}"], tmp_path)

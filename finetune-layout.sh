@@ -37,24 +37,24 @@ page_folders() {
 
 [[ $resume == on || $resume == off ]] || die "resume=$resume: use on or off"
 page_folders trainpages
-train=("${PATHS[@]}")
+args=(--train "${PATHS[@]}")
 page_folders valpages
-val=("${PATHS[@]}")
-run_folder
-args=(--train "${train[@]}" --val "${val[@]}" --output "$OUT" --model-name "$model_name" --gpu "$GPU_INSIDE")
+args+=(--val "${PATHS[@]}")
 if [[ -n $recipe ]]; then
   recipe_file=$(need_path recipe "$recipe" file) || exit
   mount_path ro "$(dirname "$recipe_file")"
   args+=(--config "$recipe_file")
 fi
+start="trains a new layout model"
 if [[ -n $LAYOUTBASEMODEL ]]; then
   base=$(need_path LAYOUTBASEMODEL "$LAYOUTBASEMODEL" dir) || exit
   mount_path ro "$base"
   args+=(--base-model "$base")
-  announce "fine-tunes the layout model $base into $RUN_DIR"
-else
-  announce "trains a new layout model into $RUN_DIR"
+  start="fine-tunes the layout model $base"
 fi
+run_folder
+args+=(--output "$OUT" --model-name "$model_name" --gpu "$GPU_INSIDE")
+announce "$start into $RUN_DIR"
 [[ -n $epochs ]] && args+=(--epochs "$epochs")
 [[ -n $batch_size ]] && args+=(--batch-size "$batch_size")
 [[ -n $learning_rate ]] && args+=(--learning-rate "$learning_rate")

@@ -419,7 +419,7 @@ def test_inference_sh_segments_a_bare_image_with_the_trained_layout_model(layout
     assert None not in texts and any(texts)
 
 
-def test_finetune_layout_sh_refuses_folders_without_pages_before_it_starts(layout_pages, tmp_path):
+def test_finetune_layout_sh_refuses_missing_folders_and_folders_without_pages_before_it_starts(layout_pages, tmp_path):
     scans = tmp_path / "scans"
     scans.mkdir()
     shutil.copy(layout_pages["val"] / LAYOUT_VAL[0][0] / f"{LAYOUT_VAL[0][1]}.jpg", scans / "1.jpg")
@@ -434,7 +434,11 @@ def test_finetune_layout_sh_refuses_folders_without_pages_before_it_starts(layou
     assert f"valpages={tmp_path / 'nope'}: no such folder" in proc.stderr
     proc = script("finetune-layout.sh", *common, f"trainpages={layout_pages['train']}", "valpages=")
     assert proc.returncode == 1 and "valpages is empty" in proc.stderr
-    assert not out.exists()
+    proc = script("finetune-layout.sh", f"LAYOUTBASEMODEL={tmp_path / 'nope'}", f"outputdir={out}",
+                  f"trainpages={layout_pages['train']}", f"valpages={layout_pages['val']}")
+    assert proc.returncode == 1
+    assert f"LAYOUTBASEMODEL={tmp_path / 'nope'}: no such folder" in proc.stderr
+    assert not out.exists()  # nothing made before the settings were found sound
 
 
 def test_finetune_layout_in_a_container_mounts_the_pages_and_hands_over_the_gpu(layout_pages, tmp_path):

@@ -111,10 +111,15 @@ def test_segment_writes_valid_pages_and_names_what_it_cannot_read(tmp_path, caps
     shutil.copy(PAGES[1].with_suffix(".jpg"), scans / "page 1.jpg")
     cv2.imwrite(str(scans / "blank.png"), np.full((900, 600, 3), 255, np.uint8))
     (scans / "broken.jpg").write_bytes((PAGES[1].with_suffix(".jpg")).read_bytes()[:5000])
+    tree = etree.parse(str(PAGES[1]))
+    for line in tree.iter("{*}TextLine"):
+        line.getparent().remove(line)
+    tree.find(".//{*}Page").set("imageFilename", "gone.jpg")
+    tree.write(str(scans / "lost.xml"))
     status = main(["segment", "--model", str(tmp_path / "model"), str(scans), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert status == PARTIAL
-    assert "broken.jpg" in err
+    assert "broken.jpg" in err and "gone.jpg" in err
     schema = etree.XMLSchema(etree.parse(str(SCHEMA)))
     written = sorted(p.name for p in (tmp_path / "out").glob("*.xml"))
     assert written == ["blank.xml", "page 1.xml"]

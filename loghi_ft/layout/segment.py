@@ -57,22 +57,22 @@ class Segmented:
         return "; ".join(parts)
 
 
-def jobs(inputs: list[Path], output: Path | None, redo: bool, warn: Callable[[str], None]) -> tuple[list[Job], int]:
+def jobs(inputs: list[Path], output: Path | None, redo: bool) -> tuple[list[Job], int, list[str]]:
     """What to segment among the inputs (folders, images, PAGE/ALTO files) and where each result goes: under
     `output` mirroring the input tree, or (None) a bare image's page beside it in page/ and a PAGE file in place.
-    Also how many pages keep the lines they have."""
-    found, kept, covered = [], 0, set()
+    Also how many pages keep the lines they have, and the inputs that cannot be read ("FILE: why")."""
+    found, kept, covered, unread = [], 0, set(), []
     for item in map(Path, inputs):
         root = item if item.is_dir() else item.parent
         if not item.exists():
-            warn(f"{item}: no such file or folder")
+            unread.append(f"{item}: no such file or folder")
             continue
         xmls = [] if item.suffix.lower() in IMAGE_SUFFIXES else list(find_pages([item]))
         for xml in xmls:
             try:
                 page = read_layout(xml)
             except UserError as exc:
-                warn(str(exc))
+                unread.append(str(exc))
                 continue
             covered.add(Path(page.image_path).resolve())
             if page.lines and not redo:
@@ -88,7 +88,7 @@ def jobs(inputs: list[Path], output: Path | None, redo: bool, warn: Callable[[st
             rel = Path(os.path.relpath(image, root)).with_suffix(".xml")
             target = image.parent / "page" / rel.name if output is None else output / rel
             found.append(Job(image, None, target, rel.as_posix()))
-    return found, kept
+    return found, kept, unread
 
 
 @torch.no_grad()
@@ -120,8 +120,11 @@ def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, re
     model = load_layout_model(model_path, device)
     dtype = autocast_dtype(precision, device.type)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-    todo, kept = jobs(inputs, output, redo, log)
-    done = Segmented(kept=kept, planned={p.resolve() for job in todo for p in (job.xml, job.output) if p})
+    todo, kept, unread = jobs(inputs, output, redo)
+    done = Segmented(kept=kept, planned={p.resolve() for job in todo for p in (job.xml, job.output) if p},
+                     failed=unread)
+    for message in unread:
+        log(f"not segmented: {message}")
     k, n = shard
     todo = todo[k - 1::n]
     started = time.perf_counter()

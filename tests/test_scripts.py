@@ -184,6 +184,23 @@ def test_inference_hands_a_language_model_text_to_the_beam_search(pages, tmp_pat
     assert f"{text.parent}:{text.parent}:ro" in option_values(args, "-v")
 
 
+def test_inference_in_a_container_mounts_the_layout_model_and_passes_redolayout(pages, tmp_path):
+    model, layout = tmp_path / "model", tmp_path / "layout"
+    model.mkdir()
+    layout.mkdir()
+    env = fake_client(tmp_path, "docker")
+    proc = script("inference.sh", f"model={model}", f"layoutmodel={layout}", "redolayout=on",
+                  f"inputpages={pages['test']}", f"outputdir={tmp_path / 'out'}", env=env)
+    assert proc.returncode == 0, proc.stderr
+    [args] = runs(tmp_path)
+    assert option_values(args, "--layout-model") == [str(layout)] and "--redo-layout" in args
+    assert f"{layout}:{layout}:ro" in option_values(args, "-v")
+    proc = script("inference.sh", f"model={model}", f"layoutmodel={tmp_path / 'nope'}", f"inputpages={pages['test']}",
+                  f"outputdir={tmp_path / 'out'}", env=env)
+    assert proc.returncode == 1 and f"layoutmodel={tmp_path / 'nope'}: no such folder" in proc.stderr
+    assert len(runs(tmp_path)) == 1
+
+
 @pytest.mark.slow
 def test_inference_sh_shards_words_and_text(model, tmp_path):  # noqa: F811
     source = copy_pages(TRAIN_PAGES + VAL_PAGES + TEST_PAGES, tmp_path / "in")

@@ -37,6 +37,9 @@ def load_pages(xml_paths: list[Path], size: int, log) -> list[LayoutPage]:
         except Exception as exc:  # noqa: BLE001 - a user's bad page is named and skipped, the run goes on
             log(f"skipped {path}: {exc}")
             continue
+        if truth.problems:  # lines whose baseline was derived from the polygon, regions without coordinates...
+            more = f" (and {len(truth.problems) - 3} more)" if len(truth.problems) > 3 else ""
+            log(f"{path}: " + "; ".join(truth.problems[:3]) + more)
         truth.lines = [x for x in truth.lines if len(x.baseline) >= 2]
         if not truth.lines:
             log(f"skipped {path}: no line has a baseline")

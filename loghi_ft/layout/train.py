@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from loghi_ft.atomic import recover_folder, write_atomic
+from loghi_ft.atomic import write_atomic
 from loghi_ft.devices import autocast_dtype, worker_count
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
@@ -26,8 +26,8 @@ from loghi_ft.pages.layout import Layout
 from loghi_ft.settings import as_dict, recipe_text, setting
 from loghi_ft.train.checkpoint import STATE_JSON, read_checkpoint
 from loghi_ft.train.dataset import WidthBatches, quiet_worker
-from loghi_ft.train.loop import Progress, Validation, fit, resumed_progress, start_process, tensorboard
-from loghi_ft.train.reporting import Log, StopRequest
+from loghi_ft.train.loop import Progress, Validation, fit, open_run, resumed_progress, tensorboard
+from loghi_ft.train.reporting import StopRequest
 from loghi_ft.train.settings import HARDWARE, MODEL, TRAINING, RunSettings
 
 DATA = "data"
@@ -138,12 +138,7 @@ def page_losses(logits: Tensor, batch: PageBatch, regions: int, device: torch.de
 def segtrain(s: SegTrainSettings) -> Path | None:
     """The whole run; returns best_val/ (None on ranks other than 0)."""
     check(s)
-    place = start_process(s)
-    run_dir = Path(s.output) / s.model_name
-    if place.master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        recover_folder(run_dir / "last")
-    log = Log(run_dir / "train.log" if place.master else None)
+    place, run_dir, log = open_run(s)
     resume_from = run_dir / "last" if s.resume and (run_dir / "last" / STATE_JSON).exists() else None
     base = load_layout_model(resume_from or s.base_model) if resume_from or s.base_model else None
     size = base.info.size if base else s.size

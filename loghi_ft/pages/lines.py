@@ -11,6 +11,7 @@ import numpy as np
 
 from loghi_ft.errors import UserError
 from loghi_ft.pages.documents import Page, TextLine
+from loghi_ft.pages.images import read_image_bytes
 
 # OpenCV decodes JPEG at 1/2, 1/4, 1/8 size in the DCT domain: far cheaper than decoding then shrinking
 REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
@@ -26,16 +27,7 @@ class LineError(UserError):
 def load_image(path: str | Path, reduce: int = 1) -> np.ndarray:
     """The image as 2-D uint8 grayscale, decoded at 1/`reduce` size; UserError naming the file when unusable."""
     path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise UserError(f"{path}: image not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, not an image") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read image ({exc.strerror})") from None
-    if data.size == 0:
-        raise UserError(f"{path}: image file is empty (0 bytes)")
+    data = np.frombuffer(read_image_bytes(path), dtype=np.uint8)
     image = cv2.imdecode(data, REDUCED[reduce])
     if image is None:
         raise UserError(f"{path}: not a readable image (corrupt or unsupported format)")

@@ -103,12 +103,7 @@ class Validation:
 def train(s: TrainSettings) -> Path | None:
     """The whole run; returns best_val/ (None on ranks other than 0)."""
     check(s)
-    place = start_process(s)
-    run_dir = Path(s.output) / s.model_name
-    if place.master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        recover_folder(run_dir / "last")
-    log = Log(run_dir / "train.log" if place.master else None)
+    place, run_dir, log = open_run(s)
     model, base_info, mode, resume_from = starting_model(s, run_dir, log)
     form = base_info.normalization if base_info else s.normalize
 
@@ -188,6 +183,16 @@ def check(s: TrainSettings) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(s, name)}")
     if s.learning_rate <= 0:
         raise UserError(f"--learning-rate must be above 0, not {s.learning_rate}")
+
+
+def open_run(s) -> tuple[Place, Path, Log]:
+    """This process placed (start_process), the run's folder OUTPUT/NAME (made, last/ recovered) and its log."""
+    place = start_process(s)
+    run_dir = Path(s.output) / s.model_name
+    if place.master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        recover_folder(run_dir / "last")
+    return place, run_dir, Log(run_dir / "train.log" if place.master else None)
 
 
 def start_process(s: TrainSettings) -> Place:

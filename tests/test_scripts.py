@@ -43,6 +43,7 @@ printf '%s\\n' "$@" > "$FAKE_CALLS/$n"
 [[ $1 == run ]] || exit 0
 trap 'echo INT > "$FAKE_CALLS/../signal"; kill $sleeper; exit 130' INT
 sleep "${FAKE_RUN_SECONDS:-0}" & sleeper=$!
+: > "$FAKE_CALLS/../running"  # the trap is set: a Ctrl+C from now on is recorded
 wait $sleeper
 """
 
@@ -274,10 +275,9 @@ def interrupted_in_a_container(name: str, settings: list[str], tmp_path: Path) -
     env = {**os.environ, "LOGHI_FT_PYTHON": sys.executable, **fake_client(tmp_path, "docker"), "FAKE_RUN_SECONDS": "30"}
     proc = subprocess.Popen([str(ROOT / name), *settings], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 20
-    while not runs(tmp_path) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "running").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=90)  # a loaded machine (a training beside the tests) took more than 20 s
     assert (tmp_path / "signal").read_text().strip() == "INT"
@@ -297,7 +297,7 @@ def test_ctrl_c_stops_training_and_keeps_best_val(scratch_run, pages, tmp_path):
     env = {**os.environ, "LOGHI_FT_PYTHON": sys.executable, "RUNNER": "local"}
     proc = subprocess.Popen([str(ROOT / "finetune.sh"), f"HTRBASEMODEL={scratch_run / 'best_val'}",
                              f"trainpages={pages['train']}", f"valpages={pages['val']}", "testpages=",
-                             "epochs=500", "batch_size=8", f"outputdir={tmp_path}"],
+                             "epochs=500", "batch_size=8", "patience=0", f"outputdir={tmp_path}"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     best = tmp_path / "finetuned" / "best_val"
     deadline = time.monotonic() + 300

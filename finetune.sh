@@ -10,7 +10,7 @@ testpages=samples/test              # PAGE XML folder(s) never trained on, for t
 listdir=                            # with list files: the folder holding your line images and lists (Loghi's listdir)
 trainlist=                          # with list files: training lines (image<TAB>text), space-separated if several
 validationlist=                     # with list files: validation lines
-HTRBASEMODEL=models/timeus-1858-small  # model folder to start from (model.json + model.safetensors)
+HTRBASEMODEL=models/many-hands-small   # model folder to start from (model.json + model.safetensors)
 charset_mode=union                  # new characters: union = add them; keep = skip lines that have them; replace = new output layer
 freeze=                             # parts of the base model kept fixed: conv, rnn or conv,rnn; empty = train everything
 GPU=-1                              # -1 = CPU; 0 = first GPU; 0,1 = several GPUs

@@ -16,10 +16,11 @@ from skimage.morphology import skeletonize
 from loghi_ft.layout.net import BASELINE, BODY, LayoutInfo
 from loghi_ft.pages.layout import LayoutLine, Points, Region
 
-# traces shorter than MIN_BASELINE skeleton pixels (model scale) or with a mean baseline probability below MIN_CONF
-# are specks and smudges: on 14 val pages with a model of 3 epochs, baseline F1 0.551 -> 0.733 (P 0.39 -> 0.60, R
-# 0.964 -> 0.949); to be chosen again on the trained model
-MIN_BASELINE, MIN_CONF = 12, 0.7
+# traces shorter than MIN_BASELINE skeleton pixels (for a model that sees pages 1024 pixels long; scaled with its
+# size) or with a mean baseline probability below MIN_CONF are specks and smudges: on 14 val pages with a model of
+# 3 epochs, baseline F1 0.551 -> 0.676 (P 0.39 -> 0.52, R 0.964 -> 0.956); 0.733 with MIN_CONF 0.7, which left a
+# tiny model trained for a few steps nothing; to be chosen again on the trained base model
+MIN_BASELINE, MIN_CONF = 12, 0.6
 MIN_REGION = 0.0003     # of the page's area (a page number is about 0.001): smaller blobs are noise
 # a polygon reaches UP of the gap to the baseline above and DOWN of the gap below. Chosen on timeus-1858's val pages
 # read by the shipped recogniser from polygons made from the ground truth's own maps: page CER 7.03% (UP 0.85,
@@ -40,7 +41,7 @@ class Extracted:
 def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float = 0.5) -> Extracted:
     """Regions and lines in page pixels from probabilities (channels, H, W) at `scale` model pixels per page pixel."""
     traces = []
-    for trace, pixels in trace_baselines(probs[BASELINE] > threshold):
+    for trace, pixels in trace_baselines(probs[BASELINE] > threshold, max(3, round(MIN_BASELINE * info.size / 1024))):
         conf = float(probs[BASELINE][pixels[:, 0], pixels[:, 1]].mean())
         if conf >= MIN_CONF:
             traces.append((trace, pixels, conf))
@@ -58,8 +59,9 @@ def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float 
     return out
 
 
-def trace_baselines(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each baseline as (polyline (n, 2) x,y from its start to its end, its skeleton pixels (m, 2) row,col)."""
+def trace_baselines(mask: np.ndarray, shortest: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each baseline of at least `shortest` skeleton pixels as (polyline (n, 2) x,y from its start to its end, its
+    skeleton pixels (m, 2) row,col)."""
     skeleton = skeletonize(mask).astype(np.uint8)
     count, labels = cv2.connectedComponents(skeleton, connectivity=8)
     rows, cols = np.nonzero(labels)
@@ -69,7 +71,7 @@ def trace_baselines(mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     traces = []
     for k in range(1, count):
         r, c = rows[starts[k - 1]:starts[k]], cols[starts[k - 1]:starts[k]]
-        if len(r) < MIN_BASELINE:
+        if len(r) < shortest:
             continue
         traces.append((_polyline(np.stack([c, r], axis=1).astype(np.float64)), np.stack([r, c], axis=1)))
     return traces

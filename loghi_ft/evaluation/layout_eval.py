@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from loghi_ft.devices import autocast_dtype, inference_device
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
 from loghi_ft.evaluation.metrics import ErrorCounts, char_errors
-from loghi_ft.layout.net import load_layout_model
-from loghi_ft.layout.segment import segment_image
+from loghi_ft.layout.segment import open_layout_model, segment_image
 from loghi_ft.pages.layout import Layout, read_layout, reading_order, write_layout
 
 
@@ -60,10 +55,7 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
                     recognizer_path: Path | None = None, gpu: str = "-1", precision: str = "auto",
                     batch_size: int = 32, log: Callable[[str], None] = print) -> LayoutReport:
     """Segment each ground-truth page's image with the layout model and score it (and read it, with a recogniser)."""
-    device = torch.device(inference_device(gpu))
-    model = load_layout_model(model_path, device)
-    dtype = autocast_dtype(precision, device.type)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    model, device, autocast = open_layout_model(model_path, gpu, precision)
     evaluation, report = LayoutEvaluation(tolerance), LayoutReport()
     found: list[tuple[Layout, Layout]] = []
     seconds = 0.0

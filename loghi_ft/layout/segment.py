@@ -91,6 +91,13 @@ def jobs(inputs: list[Path], output: Path | None, redo: bool) -> tuple[list[Job]
     return found, kept, unread
 
 
+def open_layout_model(path: Path, gpu: str, precision: str) -> tuple[LayoutNet, torch.device, object]:
+    """The layout model on the device --gpu names, and the autocast --precision asks for."""
+    device = torch.device(inference_device(gpu))
+    dtype = autocast_dtype(precision, device.type)
+    return load_layout_model(path, device), device, torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+
+
 @torch.no_grad()
 def segment_image(model: LayoutNet, image_path: Path, device: torch.device, autocast) -> tuple[Layout, int, list[str]]:
     """The layout of one page image, in reading order, in the image's pixels as displayed; also how many line
@@ -116,10 +123,7 @@ def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, re
     named and the rest go on."""
     from tqdm import tqdm
 
-    device = torch.device(inference_device(gpu))
-    model = load_layout_model(model_path, device)
-    dtype = autocast_dtype(precision, device.type)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+    model, device, autocast = open_layout_model(model_path, gpu, precision)
     todo, kept, unread = jobs(inputs, output, redo)
     done = Segmented(kept=kept, planned={p.resolve() for job in todo for p in (job.xml, job.output) if p},
                      failed=unread)

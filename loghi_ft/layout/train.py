@@ -4,7 +4,6 @@ best_val/, last/, metrics.csv, plots, Ctrl+C safety, resume and torchrun; only t
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,20 +12,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from loghi_ft.atomic import write_atomic
-from loghi_ft.devices import autocast_dtype, worker_count
+from loghi_ft.devices import worker_count
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
 from loghi_ft.layout.data import LayoutPage, PageBatch, PageSet, collate, load_pages, page_sizes, with_types
 from loghi_ft.layout.extract import extract
 from loghi_ft.layout.net import BACKBONES, LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
-from loghi_ft.model.adapt import follow_batch_statistics, parameter_groups
+from loghi_ft.model.adapt import follow_batch_statistics
 from loghi_ft.pages.documents import find_pages
 from loghi_ft.pages.layout import Layout
-from loghi_ft.settings import as_dict, recipe_text, setting
-from loghi_ft.train.checkpoint import STATE_JSON, read_checkpoint
+from loghi_ft.settings import as_dict, setting
+from loghi_ft.train.checkpoint import STATE_JSON
 from loghi_ft.train.dataset import WidthBatches, quiet_worker
-from loghi_ft.train.loop import Progress, Validation, fit, open_run, resumed_progress, tensorboard
+from loghi_ft.train.loop import Validation, fit, open_run, optimisation, tensorboard, write_run_config
 from loghi_ft.train.reporting import StopRequest
 from loghi_ft.train.settings import HARDWARE, MODEL, TRAINING, RunSettings
 
@@ -169,24 +167,14 @@ def segtrain(s: SegTrainSettings) -> Path | None:
                               **options)
     val_loader = DataLoader(PageSet(val, regions, line_types, False, s.seed), batch_size=1, **options)
     model.to(place.device)
-    total_steps = s.epochs * len(sampler)
-    warmup = min(s.warmup_steps, total_steps // 10)
-    groups = parameter_groups(model, s.weight_decay)
-    optimizer = (torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.RMSprop)(groups, lr=s.learning_rate)
-    progress = resumed_progress(read_checkpoint(resume_from, optimizer)) if resume_from else Progress()
-    dtype = autocast_dtype(s.precision, place.device.type)
-    autocast = torch.autocast(place.device.type, dtype=dtype) if dtype else nullcontext()
-    net = nn.parallel.DistributedDataParallel(
-        model, device_ids=[place.device] if place.device.type == "cuda" else None) if place.distributed else model
+    step = optimisation(s, place, model, len(sampler), resume_from)
+    progress = step.progress
     settings = as_dict(s)
-    if place.master:
-        derived = {"device": str(place.device), "processes": place.world, "loader_workers": workers,
-                   "precision": str(dtype).replace("torch.", "") if dtype else "fp32", "start": mode,
-                   "region_types": ", ".join(regions) or "none", "line_types": ", ".join(line_types) or "none",
-                   "training_pages": len(pages), "validation_pages": len(val), "steps_per_epoch": len(sampler),
-                   "total_steps": total_steps}
-        header = "".join(f"# {k}: {v}\n" for k, v in derived.items())
-        write_atomic(run_dir / "config.yaml", (header + recipe_text(s, leave_out=("resume",))).encode("utf-8"))
+    write_run_config(run_dir, s, place, {
+        "device": str(place.device), "processes": place.world, "loader_workers": workers, "precision": step.precision,
+        "start": mode, "region_types": ", ".join(regions) or "none", "line_types": ", ".join(line_types) or "none",
+        "training_pages": len(pages), "validation_pages": len(val), "steps_per_epoch": len(sampler),
+        "total_steps": step.total_steps})
     log(f"layout model: {info.backbone}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, pages "
         f"at {size} px; regions: {', '.join(regions) or 'none'}; line types: {', '.join(line_types) or 'none'}")
     log(f"{len(pages)} training pages, {len(val)} validation pages ({mode}); {len(sampler)} steps per epoch on "
@@ -194,10 +182,10 @@ def segtrain(s: SegTrainSettings) -> Path | None:
     if resume_from:
         log(f"resuming from {resume_from}: epoch {progress.epoch + 1}, step {progress.step}")
     task = LayoutTask(model, val, s.tolerance)
-    checking = Validation(task, val_loader, place.device, autocast, run_dir, settings, log,
+    checking = Validation(task, val_loader, place.device, step.autocast, run_dir, settings, log,
                           tensorboard(run_dir) if s.tensorboard and place.master else None, s.patience)
-    fit(s, place, net, train_loader, optimizer, autocast, checking, progress, [],
-        validate_first=mode == "fine-tune", total_steps=total_steps, warmup=warmup)
+    fit(s, place, step.net, train_loader, step.optimizer, step.autocast, checking, progress, [],
+        validate_first=mode == "fine-tune", total_steps=step.total_steps, warmup=step.warmup)
     if not place.master:
         return None
     print(f"best_val: {run_dir / 'best_val'} (val score {progress.best:.4f})", flush=True)

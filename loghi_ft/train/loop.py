@@ -125,34 +125,18 @@ def train(s: TrainSettings) -> Path | None:
                                        None if s.no_augment else aug, s.batch_size, s.seed, workers, place.rank,
                                        place.world, pin=place.device.type == "cuda")
     sampler = train_loader.batch_sampler
-    total_steps = s.epochs * len(sampler)
-    warmup = min(s.warmup_steps, total_steps // 10)
-    groups = parameter_groups(model, s.weight_decay)
-    optimizer = (torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.RMSprop)(groups, lr=s.learning_rate)
-    progress = Progress()
-    if resume_from:
-        state = read_checkpoint(resume_from, optimizer)
-        progress = resumed_progress(state)
-        if place.rank:
-            torch.manual_seed(s.seed + place.rank + progress.step)
-    dtype = autocast_dtype(s.precision, place.device.type)
-    autocast = torch.autocast(place.device.type, dtype=dtype) if dtype else nullcontext()
-    net = nn.parallel.DistributedDataParallel(
-        model, device_ids=[place.device] if place.device.type == "cuda" else None) if place.distributed else model
+    step = optimisation(s, place, model, len(sampler), resume_from)
+    optimizer, progress, total_steps, warmup = step.optimizer, step.progress, step.total_steps, step.warmup
+    net, autocast = step.net, step.autocast
     settings = as_dict(s)
-    precision = str(dtype).replace("torch.", "") if dtype else "fp32"
-    if place.master:
-        # a recipe that repeats the run (`--config config.yaml`), headed by what the settings came to
-        derived = {"device": str(place.device), "processes": place.world, "loader_workers": workers,
-                   "precision": precision, "start": mode, "characters": len(charset), "training_lines": len(lines.refs),
-                   "validation_lines": len(val.refs), "steps_per_epoch": len(sampler), "total_steps": total_steps,
-                   "warmup_steps": warmup}
-        header = "".join(f"# {k}: {v}\n" for k, v in derived.items())
-        write_atomic(run_dir / "config.yaml", (header + recipe_text(s, leave_out=("resume",))).encode("utf-8"))
-    trained = sum(p.numel() for g in groups for p in g["params"])
+    write_run_config(run_dir, s, place, {
+        "device": str(place.device), "processes": place.world, "loader_workers": workers, "precision": step.precision,
+        "start": mode, "characters": len(charset), "training_lines": len(lines.refs), "validation_lines": len(val.refs),
+        "steps_per_epoch": len(sampler), "total_steps": total_steps, "warmup_steps": warmup})
+    trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
     log(f"{model.describe()}; {trained / 1e6:.2f} M trainable" + (f", {s.freeze} frozen" if frozen else ""))
     log(f"{len(lines.refs)} training lines, {len(val.refs)} validation lines, {len(charset)} characters ({mode}); "
-        f"{len(sampler)} steps per epoch on {place.device} x{place.world}, {precision}, {workers} loader workers")
+        f"{len(sampler)} steps per epoch on {place.device} x{place.world}, {step.precision}, {workers} loader workers")
     if resume_from:
         log(f"resuming from {resume_from}: epoch {progress.epoch + 1}, step {progress.step}"
             + (f", best val CER so far {progress.best:.2%}" if progress.best is not None else ""))
@@ -168,6 +152,47 @@ def train(s: TrainSettings) -> Path | None:
         log("fine-tuning did not beat the base model on validation: best_val is the base model")
     print(f"best_val: {best} (val CER {progress.best * 100:.2f}%)", flush=True)
     return best
+
+
+@dataclass
+class Optimisation:
+    """What the loop steps with, the same for any model: the optimiser and its schedule, the counters (restored when
+    resuming), the model as the ranks share it, and the precision."""
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+    total_steps: int
+    warmup: int
+    net: nn.Module           # the model, wrapped in DistributedDataParallel when torchrun started this process
+    autocast: object
+    precision: str           # "bfloat16" or "fp32", for the log and config.yaml
+
+
+def optimisation(s, place: Place, model: nn.Module, steps_per_epoch: int, resume_from: Path | None) -> Optimisation:
+    """The optimiser over the model's trainable parameters, the warm-up and cosine schedule over the run, last/'s
+    optimiser state and counters when resuming, the DDP wrapper and the autocast of --precision."""
+    total_steps = s.epochs * steps_per_epoch
+    warmup = min(s.warmup_steps, total_steps // 10)
+    groups = parameter_groups(model, s.weight_decay)
+    optimizer = (torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.RMSprop)(groups, lr=s.learning_rate)
+    progress = Progress()
+    if resume_from:
+        progress = resumed_progress(read_checkpoint(resume_from, optimizer))
+        if place.rank:
+            torch.manual_seed(s.seed + place.rank + progress.step)
+    dtype = autocast_dtype(s.precision, place.device.type)
+    autocast = torch.autocast(place.device.type, dtype=dtype) if dtype else nullcontext()
+    net = nn.parallel.DistributedDataParallel(
+        model, device_ids=[place.device] if place.device.type == "cuda" else None) if place.distributed else model
+    return Optimisation(optimizer, progress, total_steps, warmup, net, autocast,
+                        str(dtype).replace("torch.", "") if dtype else "fp32")
+
+
+def write_run_config(run_dir: Path, s, place: Place, derived: dict) -> None:
+    """config.yaml (rank 0): a recipe that repeats the run (`--config config.yaml`), headed by what the settings
+    came to."""
+    if place.master:
+        header = "".join(f"# {k}: {v}\n" for k, v in derived.items())
+        write_atomic(run_dir / "config.yaml", (header + recipe_text(s, leave_out=("resume",))).encode("utf-8"))
 
 
 def check(s: TrainSettings) -> None:

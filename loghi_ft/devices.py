@@ -6,12 +6,15 @@ in every subcommand. Torch is imported only by the functions that need it.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from pathlib import Path
 
 from loghi_ft.errors import UserError
 
 MAX_WORKERS = 4  # more line-cutting processes than this never kept a model busier in our measurements
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt's parameters in glibc's malloc.h
 
 
 def gpu_list(gpu: str) -> list[int]:
@@ -85,3 +88,25 @@ def share_cores(workers: int, threads: int | None = None) -> int:
     count = threads if threads else max(1, (os.cpu_count() or 1) - workers)
     torch.set_num_threads(count)
     return count
+
+
+def keep_freed_memory() -> bool:
+    """Lets glibc's malloc keep the memory a CPU run frees, for the next batch to reuse; returns whether it could.
+
+    glibc hands every block above 32 MiB to its own mmap and back to the kernel on free, so each of a training
+    step's large activations (16 lines of the `kraken` network: 196 MB per full-resolution layer) is faulted in
+    and zeroed page by page again at every step: a ReLU over one took 164 ms instead of 27, and a step of the
+    `kraken` network 3.6 s instead of 2.4 (one thread, bf16; benchmarks/README.md). Without mmap, and trimming only
+    what exceeds 2 GiB, freed blocks stay in the heap for the next step: the process keeps about its peak, which a
+    run reaches in its first steps.
+    Elsewhere (macOS, musl) nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc's alone: musl's mallopt takes other parameters
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

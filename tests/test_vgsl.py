@@ -1,5 +1,6 @@
 """VGSL models: every token kind, exact output lengths, Loghi's layouts (checked against Keras), export-friendliness."""
 
+import copy
 import math
 import os
 
@@ -217,3 +218,31 @@ def test_channel_dropout_before_pooling_is_moved_after_it_with_the_same_result()
         torch.manual_seed(5)
         as_written = pool(torch.nn.functional.dropout2d(conv(x), 0.5, True))
     assert torch.allclose(moved, as_written) and (moved == 0).any()
+
+
+
+@pytest.mark.parametrize("spec", ["None,None,16,1 Cr3,13,4 Mp2,2 Ct3,4,4 Mp3,3,2,2 Rc3 Bl4",
+                                  "None,None,15,1 Cm2,5,4 Do0.1,2 Mp2,2 Ce3,3,4 Ap2,2 Cs3,3,4 Mp2,2 Rc3 Bl4"])
+def test_convolutions_and_pooling_compute_the_spec_as_written(spec):
+    """The builder moves a convolution's activation behind the max pooling that follows it, and odd kernels pad
+    inside the convolution: outputs and gradients stay those of pad, convolve, activate, pool, as written."""
+    torch.manual_seed(0)
+    model = build_model(spec, 5).eval()
+    written = copy.deepcopy(model)
+    layers = list(written.layers)
+    moved = 0
+    for i, layer in enumerate(layers):
+        if type(layer).__name__ == "Conv":
+            layer.inner_pad = None
+        if type(layer).__name__ == "Pool" and not isinstance(layer.act, torch.nn.Identity):
+            conv = layers[i - 1]
+            conv.act, layer.act = layer.act, torch.nn.Identity()
+            moved += 1
+    assert moved == (2 if "Cr3,13" in spec else 1)  # not softmax (Cs), which does not commute with pooling
+    assert sum(type(m).__name__ == "Conv" and m.inner_pad is not None for m in model.layers) == (1 if "Cr3,13" in spec else 2)
+    x = torch.rand(2, 1, model.height, 23, requires_grad=True)
+    ours, theirs = model(x), written(x)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    grad_ours, = torch.autograd.grad(ours.sum(), x)
+    grad_theirs, = torch.autograd.grad(theirs.sum(), x)
+    assert torch.allclose(grad_ours, grad_theirs, atol=1e-6)

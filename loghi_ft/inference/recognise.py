@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from loghi_ft import __version__
-from loghi_ft.devices import share_cores, worker_count
+from loghi_ft.devices import keep_freed_memory, share_cores, worker_count
 from loghi_ft.errors import UserError
 from loghi_ft.inference.pages import (CutUnit, Recognised, Summary, Unit, check_writable, cut_stream, done_by,
                                       page_words, units, write_back)
@@ -110,6 +110,8 @@ def recognise_pages(inputs: Iterable[str | Path], recognizer: Recognizer, *, out
     decoder = make_decoder(recognizer.info, beam_width, lm, lm_weight)
     workers = worker_count(workers)
     share_cores(workers)
+    if getattr(recognizer, "device", "cpu") == "cpu":  # an ONNX model runs on the CPU
+        keep_freed_memory()
     todo = (unit for unit in units(inputs, output, shard, warn=log, unread=unread, segmented=segmented)
             if skip is None or not skip(unit))
     return recognise(cut_stream(todo, recognizer.info.height, workers), recognizer, decoder, batch_size, words)

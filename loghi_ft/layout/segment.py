@@ -14,7 +14,7 @@ import cv2
 import torch
 
 from loghi_ft import __version__
-from loghi_ft.devices import autocast_dtype, inference_device
+from loghi_ft.devices import autocast_dtype, inference_device, keep_freed_memory
 from loghi_ft.errors import UserError
 from loghi_ft.layout.extract import extract
 from loghi_ft.layout.net import LayoutNet, load_layout_model, probabilities
@@ -95,6 +95,8 @@ def open_layout_model(path: Path, gpu: str, precision: str) -> tuple[LayoutNet, 
     """The layout model on the device --gpu names, and the autocast --precision asks for."""
     device = torch.device(inference_device(gpu))
     dtype = autocast_dtype(precision, device.type)
+    if device.type == "cpu":
+        keep_freed_memory()
     return load_layout_model(path, device), device, torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from loghi_ft import __version__
 from loghi_ft.atomic import recover_folder, write_atomic
-from loghi_ft.devices import autocast_dtype, gpu_list, worker_count
+from loghi_ft.devices import autocast_dtype, gpu_list, keep_freed_memory, worker_count
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.metrics import ErrorCounts, char_errors, word_errors
 from loghi_ft.model.adapt import fit_charset, follow_batch_statistics, freeze, parameter_groups
@@ -233,6 +233,8 @@ def start_process(s: TrainSettings) -> Place:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
     if s.threads:
         torch.set_num_threads(s.threads)
+    if device.type == "cpu":
+        keep_freed_memory()
     random.seed(s.seed + rank)
     np.random.seed(s.seed + rank)
     torch.manual_seed(s.seed + rank)

@@ -307,3 +307,22 @@ def test_width_batches_cover_every_line_once_with_little_padding(lines):
     ranks = [WidthBatches(widths, 8, seed=3, rank=r, world=2).epoch_batches(0) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == len(WidthBatches(widths, 8, seed=3, world=2))
     assert {tuple(b) for b in ranks[0] + ranks[1]} == {tuple(b) for b in batches}
+
+
+
+def test_the_loop_ends_its_loaders_persistent_workers():
+    """At exit multiprocessing stops worker processes with SIGTERM, which ours ignore (quiet_worker), and waits for
+    them: a fine-tune (160 lines, 32 val lines, --workers 1) printed best_val and then hung for ever. The loop
+    ends them itself."""
+    from torch.utils.data import DataLoader
+
+    from loghi_ft.train.dataset import quiet_worker
+    from loghi_ft.train.loop import close_loaders
+
+    loader = DataLoader(list(range(8)), batch_size=4, num_workers=1, persistent_workers=True,
+                        worker_init_fn=quiet_worker)
+    assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    workers = list(loader._iterator._workers)
+    assert workers and all(w.is_alive() for w in workers)
+    close_loaders(loader, None)
+    assert loader._iterator is None and not any(w.is_alive() for w in workers)

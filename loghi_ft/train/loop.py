@@ -292,6 +292,7 @@ def fit(s, place: Place, net: nn.Module, loader, optimizer, autocast, checking: 
             write_checkpoint(checking.run_dir, checking.task.save, optimizer, dict(asdict(progress), args=checking.settings))
     finally:
         stop.uninstall()
+        close_loaders(loader, checking.loader)
         if checking.writer:
             checking.writer.close()
         if place.distributed:
@@ -304,6 +305,17 @@ def fit(s, place: Place, net: nn.Module, loader, optimizer, autocast, checking: 
             checking.log(f"early stopping: val {checking.task.metric} did not improve in {progress.bad_validations} "
                          "validations")
     return stopped
+
+
+def close_loaders(*loaders) -> None:
+    """Ends the loaders' persistent worker processes now. Left to the interpreter's exit, multiprocessing sends them
+    SIGTERM, which they ignore (dataset.quiet_worker), and then waits for them: a fine-tune with a worker whose
+    loaders were still referenced at exit printed best_val and hung there."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)  # DataLoader keeps its persistent workers' iterator here
+        if iterator is not None:
+            iterator._shutdown_workers()
+            loader._iterator = None
 
 
 def run_epochs(s: TrainSettings, place: Place, net: nn.Module, loader, optimizer, autocast, checking: Validation,

@@ -1,23 +1,28 @@
 """Seconds per training step of one network, by memory format and precision: where training time goes.
 
     python benchmarks/bench_step.py [--spec small] [--width 1024] [--threads 2] [--steps 6] [--inference]
+                                    [--precision fp32,bf16] [--layout contiguous,channels_last] [--memory default,kept]
 
 One batch of 16 random lines of a fixed width (the model's own input height), forward, CTC-free loss,
 backward and an AdamW step (--inference: a forward pass of 32 lines in eval mode, as `infer` runs it),
 repeated --steps times after one warm-up step; prints the median for
-contiguous (NCHW) and channels-last (NHWC) convolutions, in fp32 and under bf16 autocast. The formats
-take turns so that a machine slowing down for a while slows both.
+contiguous (NCHW) and channels-last (NHWC) convolutions, in fp32 and under bf16 autocast, with glibc's malloc
+as it starts (`default`: blocks above 32 MiB mapped and unmapped at each allocation) and as the commands set it
+(`kept`: devices.keep_freed_memory). The settings take turns so that a machine slowing down for a while slows
+them all.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import sys
 import time
 
 import torch
 
+from loghi_ft.devices import M_MMAP_MAX, M_TRIM_THRESHOLD, keep_freed_memory
 from loghi_ft.model.vgsl import build_model
 
 
@@ -28,17 +33,35 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (default: 6)")
     parser.add_argument("--inference", action="store_true", help="time recognition instead of training")
+    parser.add_argument("--precision", default="fp32,bf16", help="precisions to time (default: fp32,bf16)")
+    parser.add_argument("--layout", default="contiguous,channels_last", help="memory formats to time (default: both)")
+    parser.add_argument("--memory", default="default,kept", help="malloc settings to time (default: both)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, str, str], list[float]] = {}
     for _ in range(2):
-        for precision in ("fp32", "bf16"):
-            for layout in ("contiguous", "channels_last"):
-                times.setdefault((precision, layout), []).extend(steps(args, precision, layout))
-    for (precision, layout), seconds in times.items():
+        for memory in args.memory.split(","):
+            set_malloc(memory)
+            for precision in args.precision.split(","):
+                for layout in args.layout.split(","):
+                    times.setdefault((memory, precision, layout), []).extend(steps(args, precision, layout))
+    for (memory, precision, layout), seconds in times.items():
         what = "a forward pass of 32" if args.inference else "a step of 16"
-        print(f"{args.spec} {precision:4} {layout:13}: {statistics.median(seconds):.3f} s {what} x {args.width} px")
+        print(f"{args.spec} {precision:4} {layout:13} malloc {memory:7}: {statistics.median(seconds):.3f} s {what} x "
+              f"{args.width} px")
     return 0
+
+
+def set_malloc(memory: str) -> None:
+    """glibc's malloc as a process starts (its defaults: mmap above a threshold that grows to 32 MiB, trimming above
+    128 KiB), or as loghi-ft's commands set it."""
+    if memory == "kept":
+        assert keep_freed_memory(), "glibc's malloc only"
+        return
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_MMAP_MAX, 65536)
+    libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+    libc.malloc_trim(0)
 
 
 def steps(args, precision: str, layout: str) -> list[float]:

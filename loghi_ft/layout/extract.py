@@ -17,10 +17,11 @@ from loghi_ft.layout.net import BASELINE, BODY, LayoutInfo
 from loghi_ft.pages.layout import LayoutLine, Points, Region
 
 # traces shorter than MIN_BASELINE skeleton pixels (for a model that sees pages 1024 pixels long; scaled with its
-# size) or with a mean baseline probability below MIN_CONF are specks and smudges: on 14 val pages with a model of
-# 3 epochs, baseline F1 0.551 -> 0.676 (P 0.39 -> 0.52, R 0.964 -> 0.956); 0.733 with MIN_CONF 0.7, which left a
-# tiny model trained for a few steps nothing; to be chosen again on the trained base model
-MIN_BASELINE, MIN_CONF = 12, 0.6
+# size) or with a mean baseline probability below MIN_CONF are specks and smudges. Chosen on the base layout
+# model's 54 validation pages (timeus-1858 and htromance-fr val, epoch 13, /work/notes16/sweep.py): baseline F1
+# 0.857 at 12 pixels (P 0.78, R 0.95), 0.873 at 24, 0.893 at 40 (P 0.85, R 0.95), 0.900 at 56 and 80; a MIN_CONF
+# of 0.7 or 0.8 adds under 0.005 there and left a tiny model trained for a few steps nothing
+MIN_BASELINE, MIN_CONF = 40, 0.6
 MIN_REGION = 0.0003     # of the page's area (a page number is about 0.001): smaller blobs are noise
 # a polygon reaches UP of the gap to the baseline above and DOWN of the gap below. Chosen on timeus-1858's val pages
 # read by the shipped recogniser from polygons made from the ground truth's own maps: page CER 7.03% (UP 0.85,

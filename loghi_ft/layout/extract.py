@@ -18,7 +18,7 @@ from loghi_ft.pages.layout import LayoutLine, Points, Region
 
 # traces shorter than MIN_BASELINE skeleton pixels (for a model that sees pages 1024 pixels long; scaled with its
 # size) or with a mean baseline probability below MIN_CONF are specks and smudges. Chosen on the base layout
-# model's 54 validation pages (timeus-1858 and htromance-fr val, epoch 13, /work/notes16/sweep.py): baseline F1
+# model's 54 validation pages (timeus-1858 and htromance-fr val, epoch 13; benchmarks/layout_thresholds.py): F1
 # 0.857 at 12 pixels (P 0.78, R 0.95), 0.873 at 24, 0.893 at 40 (P 0.85, R 0.95), 0.900 at 56 and 80; a MIN_CONF
 # of 0.7 or 0.8 adds under 0.005 there and left a tiny model trained for a few steps nothing
 MIN_BASELINE, MIN_CONF = 40, 0.6

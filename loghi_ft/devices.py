@@ -79,17 +79,6 @@ def worker_count(requested: int | None) -> int:
     return requested
 
 
-def line_loader_workers(requested: int | None, device_type: str) -> int:
-    """Processes that load and distort a recogniser's training lines: as asked; by default none on a CPU of 2 cores
-    or fewer, else worker_count's choice. Distorting a batch of 16 lines takes about 16 ms against a step's 200-300;
-    a worker process beside 2 torch threads on 2 cores slowed the step more than loading between steps costs (the
-    default fine-tune, htromance-fr's 1,638 training lines, one epoch: 48.2 and 51.3 lines/s with a worker, 53.4 and
-    55.8 without). More cores were not measured."""
-    if (requested is None or requested < 0) and device_type == "cpu" and (os.cpu_count() or 1) <= 2:
-        return 0
-    return worker_count(requested)
-
-
 def share_cores(workers: int, threads: int | None = None) -> int:
     """Torch's CPU threads: as asked, or the cores the workers leave (at least one); returns the number set.
 

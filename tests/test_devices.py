@@ -36,16 +36,3 @@ def test_freed_blocks_stay_in_the_process_for_the_next_step():
     assert kept and grown > 200
     kept, grown = run("default")
     assert not kept and grown < 50
-
-
-@pytest.mark.parametrize("cores, requested, device, expected", [
-    (2, None, "cpu", 0),     # the step needs both cores: lines load between steps
-    (2, 1, "cpu", 1),        # as asked
-    (2, None, "cuda", 1),    # a GPU step leaves the CPU to the loaders
-    (8, None, "cpu", 4),     # more cores: worker_count's choice, at most 4
-    (1, None, "cpu", 0),
-])
-def test_line_loaders_default_to_none_on_a_two_core_cpu(monkeypatch, cores, requested, device, expected):
-    from loghi_ft.devices import line_loader_workers
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
-    assert line_loader_workers(requested, device) == expected

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from loghi_ft import __version__
 from loghi_ft.atomic import recover_folder, write_atomic
-from loghi_ft.devices import autocast_dtype, gpu_list, keep_freed_memory, line_loader_workers
+from loghi_ft.devices import autocast_dtype, gpu_list, keep_freed_memory, worker_count
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.metrics import ErrorCounts, char_errors, word_errors
 from loghi_ft.model.adapt import fit_charset, follow_batch_statistics, freeze, parameter_groups
@@ -120,7 +120,7 @@ def train(s: TrainSettings) -> Path | None:
     info = ModelInfo(spec=model.spec, height=model.height, channels=model.channels, charset=charset,
                      preprocess=dict(base_info.preprocess) if base_info else dict(DEFAULT_PREPROCESS),
                      normalization=form, training={}, version=__version__)
-    workers = line_loader_workers(s.workers, place.device.type)
+    workers = worker_count(s.workers)
     train_loader, val_loader = loaders(lines, val if place.master else None, codec, info,
                                        None if s.no_augment else aug, s.batch_size, s.seed, workers, place.rank,
                                        place.world, pin=place.device.type == "cuda")

@@ -81,8 +81,7 @@ class TrainSettings(RunSettings):
     patience: int = setting(10, "stop after this many validations without a better CER; 0 for never",
                             group=TRAINING)
     workers: int | None = setting(None, "processes loading and distorting lines beside the trainer; 0: in its own "
-                                  "process; empty: none on a CPU of 2 cores or fewer, else one per core it leaves, "
-                                  "at most 4", group=HARDWARE)
+                                  "process; empty: one per core it leaves, at most 4", group=HARDWARE)
 
     def augmentation(self) -> Augment:
         """The distortions these settings ask for."""

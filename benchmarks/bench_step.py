@@ -7,7 +7,7 @@ One batch of 16 random lines of a fixed width (the model's own input height), fo
 backward and an AdamW step (--inference: a forward pass of 32 lines in eval mode, as `infer` runs it),
 repeated --steps times after one warm-up step; prints the median for
 contiguous (NCHW) and channels-last (NHWC) convolutions, in fp32 and under bf16 autocast, with glibc's malloc
-as it starts (`default`: blocks above 32 MiB mapped and unmapped at each allocation) and as the commands set it
+near its defaults (`default`: blocks above 32 MiB mapped and unmapped at each allocation) and as the commands set it
 (`kept`: devices.keep_freed_memory). The settings take turns so that a machine slowing down for a while slows
 them all.
 """
@@ -53,8 +53,10 @@ def main() -> int:
 
 
 def set_malloc(memory: str) -> None:
-    """glibc's malloc as a process starts (its defaults: mmap above a threshold that grows to 32 MiB, trimming above
-    128 KiB), or as loghi-ft's commands set it."""
+    """glibc's malloc near its defaults (mmap on, trimming above 128 KiB), or as loghi-ft's commands set it. Once a
+    threshold has been set, glibc stops moving its mmap threshold (it grows from 128 KiB up to 32 MiB as blocks are
+    freed): after a `kept` turn, `default` keeps the threshold reached so far; blocks above 32 MiB, the large
+    activations, are mapped in every case."""
     if memory == "kept":
         assert keep_freed_memory(), "glibc's malloc only"
         return

@@ -5,7 +5,7 @@
 
 VAL.txt lists PAGE files, one per line (scripts/train-base-layout.sh writes WORK/val.txt): choose on validation
 pages, never on test pages. Each page's probabilities are computed once; then, for every pair, the baselines are
-traced and filtered as `extract` does and scored against the page's own baselines (Transkribus scheme, 10 page
+traced and filtered by `extract`'s own function (kept_baselines) and scored against the page's own baselines (Transkribus scheme, 10 page
 pixels, summed over pages), overall and per collection (the folder above the page's manuscript folders).
 """
 
@@ -17,14 +17,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
-import torch
-
 from loghi_ft.evaluation.layout_metrics import BaselineCounts, baseline_counts
-from loghi_ft.layout import extract as ex
-from loghi_ft.layout.net import probabilities
-from loghi_ft.layout.segment import open_layout_model
-from loghi_ft.pages.images import load_page_image
+from loghi_ft.layout.extract import kept_baselines, page_points
+from loghi_ft.layout.net import BASELINE
+from loghi_ft.layout.segment import open_layout_model, page_probabilities
 from loghi_ft.pages.layout import read_layout
 
 
@@ -37,31 +33,23 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
                         help="the shared data folder, to name each page's collection (default: ../shared/data)")
     args = parser.parse_args()
-    model, _, autocast = open_layout_model(args.model, "-1", "auto")
-    info = model.info
+    model, device, autocast = open_layout_model(args.model, "-1", "auto")
     pages = []
     for line in args.pages.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         truth = read_layout(line.strip())
-        image = load_page_image(truth.image_path, max_side=info.size)
-        scale = info.size / max(image.width, image.height)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        pixels = image.pixels if (image.pixels.shape[1], image.pixels.shape[0]) == size else \
-            cv2.resize(image.pixels, size, interpolation=cv2.INTER_AREA)
-        with torch.no_grad(), autocast:
-            probs = probabilities(model(torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div_(255)), info)[0]
+        probs, scale, _ = page_probabilities(model, truth.image_path, device, autocast)
         path = Path(line.strip()).resolve()
         source = path.relative_to(args.data.resolve()).parts[0] if path.is_relative_to(args.data.resolve()) else "-"
-        pages.append((source, [ln.baseline for ln in truth.lines], probs[ex.BASELINE], scale))
+        pages.append((source, [ln.baseline for ln in truth.lines], probs[BASELINE], scale))
     print(f"{len(pages)} pages, model {args.model}")
     for shortest, conf in itertools.product([int(v) for v in args.shortest.split(",")],
                                             [float(v) for v in args.conf.split(",")]):
         counts: dict[str, BaselineCounts] = defaultdict(BaselineCounts)
         for source, truth, baseline, scale in pages:
-            found = [ex._page(trace, scale) for trace, px in
-                     ex.trace_baselines(baseline > 0.5, max(3, round(shortest * info.size / 1024)))
-                     if float(baseline[px[:, 0], px[:, 1]].mean()) >= conf]
+            found = [page_points(trace, scale) for trace, _, _ in
+                     kept_baselines(baseline, model.info.size, shortest=shortest, least_conf=conf)]
             counts[source] = counts[source] + baseline_counts(truth, found)
         total = sum(counts.values(), BaselineCounts())
         each = ", ".join(f"{k} {c.f1:.3f}" for k, c in sorted(counts.items()))

@@ -41,11 +41,7 @@ class Extracted:
 
 def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float = 0.5) -> Extracted:
     """Regions and lines in page pixels from probabilities (channels, H, W) at `scale` model pixels per page pixel."""
-    traces = []
-    for trace, pixels in trace_baselines(probs[BASELINE] > threshold, max(3, round(MIN_BASELINE * info.size / 1024))):
-        conf = float(probs[BASELINE][pixels[:, 0], pixels[:, 1]].mean())
-        if conf >= MIN_CONF:
-            traces.append((trace, pixels, conf))
+    traces = kept_baselines(probs[BASELINE], info.size, threshold)
     body = probs[BODY] > threshold
     out = Extracted()
     gaps = neighbour_gaps([t for t, _, _ in traces], probs.shape[1:])
@@ -53,11 +49,24 @@ def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float 
         polygon, band = line_polygon(trace, body, gaps[k])
         out.bands += band
         kind = line_type(probs, pixels, info)
-        out.lines.append(LayoutLine(f"l{k + 1}", _page(trace, scale), _page(polygon, scale), kind, conf=round(conf, 4)))
+        out.lines.append(LayoutLine(f"l{k + 1}", page_points(trace, scale), page_points(polygon, scale), kind, conf=round(conf, 4)))
     for c, name in enumerate(info.region_types):
-        out.regions += [Region(f"r{len(out.regions) + n + 1}", name, _page(poly, scale), conf)
+        out.regions += [Region(f"r{len(out.regions) + n + 1}", name, page_points(poly, scale), conf)
                         for n, (poly, conf) in enumerate(outlines(probs[2 + c], threshold))]
     return out
+
+
+def kept_baselines(baseline: np.ndarray, size: int, threshold: float = 0.5, shortest: int = MIN_BASELINE,
+                   least_conf: float = MIN_CONF) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """The traces of a baseline probability map (model scale, for a model of page size `size`) that are lines, not
+    specks: at least `shortest` skeleton pixels at a 1024-pixel page, mean probability at least `least_conf`; each
+    as (polyline, skeleton pixels, mean probability)."""
+    kept = []
+    for trace, pixels in trace_baselines(baseline > threshold, max(3, round(shortest * size / 1024))):
+        conf = float(baseline[pixels[:, 0], pixels[:, 1]].mean())
+        if conf >= least_conf:
+            kept.append((trace, pixels, conf))
+    return kept
 
 
 def trace_baselines(mask: np.ndarray, shortest: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -194,6 +203,7 @@ def outlines(prob: np.ndarray, threshold: float) -> list[tuple[np.ndarray, float
     return out
 
 
-def _page(points: np.ndarray, scale: float) -> Points:
+def page_points(points: np.ndarray, scale: float) -> Points:
+    """Model-scale x,y points in page pixels."""
     return [(float(x) / scale, float(y) / scale) for x, y in points]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
+import numpy as np
 import torch
 
 from loghi_ft import __version__
@@ -19,7 +20,7 @@ from loghi_ft.errors import UserError
 from loghi_ft.layout.extract import extract
 from loghi_ft.layout.net import LayoutNet, load_layout_model, probabilities
 from loghi_ft.pages.documents import find_pages
-from loghi_ft.pages.images import load_page_image
+from loghi_ft.pages.images import PageImage, load_page_image
 from loghi_ft.pages.layout import Layout, read_layout, reading_order, write_layout
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".jp2", ".webp", ".bmp"}
@@ -104,6 +105,17 @@ def open_layout_model(path: Path, gpu: str, precision: str) -> tuple[LayoutNet, 
 def segment_image(model: LayoutNet, image_path: Path, device: torch.device, autocast) -> tuple[Layout, int, list[str]]:
     """The layout of one page image, in reading order, in the image's pixels as displayed; also how many line
     polygons fell back to bands and what loading the image noted."""
+    probs, scale, image = page_probabilities(model, image_path, device, autocast)
+    found = extract(probs, model.info, scale)
+    layout = Layout(image_path, image.width, image.height, found.regions, found.lines)
+    return reading_order(layout), found.bands, image.notes
+
+
+@torch.no_grad()
+def page_probabilities(model: LayoutNet, image_path: Path, device: torch.device, autocast
+                       ) -> tuple[np.ndarray, float, PageImage]:
+    """The model's probability maps (channels, H, W) of a page image scaled to its size, the model pixels per page
+    pixel, and the image as loaded (as displayed)."""
     info = model.info
     image = load_page_image(image_path, max_side=info.size)
     scale = info.size / max(image.width, image.height)
@@ -113,9 +125,7 @@ def segment_image(model: LayoutNet, image_path: Path, device: torch.device, auto
     batch = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div_(255).to(device)
     with autocast:
         logits = model(batch)
-    found = extract(probabilities(logits, info)[0], info, scale)
-    layout = Layout(image_path, image.width, image.height, found.regions, found.lines)
-    return reading_order(layout), found.bands, image.notes
+    return probabilities(logits, info)[0], scale, image
 
 
 def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, redo: bool = False, gpu: str = "-1",

@@ -1,6 +1,6 @@
 """Baseline F1, seconds per page and peak memory of `loghi-ft segment` and kraken 7.1.1's blla, same pages, same run.
 
-    python benchmarks/bench_layout.py [--set htromance-test|iforal|timeus-test] [--model DIR] [--limit N]
+    python benchmarks/bench_layout.py [--set htromance-test|iforal|timeus-test|samples-test] [--model DIR] [--limit N]
         [--repeats 1] [--tolerance 10] [--threads N] [--skip-kraken] [--recognizer MODEL]
 
 Both tools see only copies of the pages' images (no ground truth) in one temporary folder and segment all of them
@@ -43,7 +43,9 @@ DATA = ROOT.parent / "shared" / "data"
 MODEL = ROOT / "models" / "layout-base"
 # page set -> (folder, split of its splits.tsv; None: every page of the folder)
 SETS = {"htromance-test": (DATA / "htromance-fr", "test"), "iforal": (DATA / "iforal-sample", None),
-        "timeus-test": (DATA / "timeus-1858", "test")}
+        "timeus-test": (DATA / "timeus-1858", "test"),
+        # the held-out charter of finetune.sh's samples (2 pages of iforal): a layout fine-tuned on samples/train
+        "samples-test": (ROOT / "samples" / "test", None)}
 
 
 @dataclass

@@ -8,8 +8,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/run-common.sh" || exit 1
 
 model=output/finetuned/best_val     # model folder to recognise with (a best_val/ from finetune.sh or train.sh)
-layoutmodel=                        # layout model that finds regions and lines on bare images and on pages without
-                                    # lines (a best_val/ from finetune-layout.sh); empty = pages must have lines
+layoutmodel=models/layout-base     # layout model that finds regions and lines on bare images and on pages without
+                                    # lines (or a best_val/ from finetune-layout.sh); empty = pages must have lines
 redolayout=off                      # on = find the lines again on pages that have some (their lines are replaced)
 inputpages=samples/test             # folder(s) of scans and/or PAGE XML, space-separated (searched recursively)
 outputdir=output/inference          # where the recognised pages go, mirroring the input folders

@@ -17,7 +17,7 @@ RECOGNIZER = ROOT / "models" / "timeus-1858-small"
 
 def test_page_sets_are_the_test_splits_and_iforal(data_dir):
     sizes = {name: len(bench_layout.page_set(name)) for name in bench_layout.SETS}
-    assert sizes == {"htromance-test": 23, "iforal": 11, "timeus-test": 14}
+    assert sizes == {"htromance-test": 23, "iforal": 11, "timeus-test": 14, "samples-test": 2}
     assert all(path.exists() for name in bench_layout.SETS for path in bench_layout.page_set(name))
 
 

@@ -17,11 +17,12 @@ from loghi_ft.layout.net import BASELINE, BODY, LayoutInfo
 from loghi_ft.pages.layout import LayoutLine, Points, Region
 
 # traces shorter than MIN_BASELINE skeleton pixels (for a model that sees pages 1024 pixels long; scaled with its
-# size) or with a mean baseline probability below MIN_CONF are specks and smudges. Chosen on the base layout
-# model's 54 validation pages (timeus-1858 and htromance-fr val, epoch 13; benchmarks/layout_thresholds.py): F1
-# 0.857 at 12 pixels (P 0.78, R 0.95), 0.873 at 24, 0.893 at 40 (P 0.85, R 0.95), 0.900 at 56 and 80; a MIN_CONF
-# of 0.7 or 0.8 adds under 0.005 there and left a tiny model trained for a few steps nothing
-MIN_BASELINE, MIN_CONF = 40, 0.6
+# size) or with a mean baseline probability below MIN_CONF are specks, flourishes and smudges. Chosen on the shipped
+# base layout model's 54 validation pages (timeus-1858 and htromance-fr val; benchmarks/layout_thresholds.py):
+# F1 0.891 at 24 (P 0.83, R 0.96), 0.904 at 40, 0.910 at 56 (P 0.87, R 0.96; htromance-fr's unseen manuscripts
+# 0.943), 0.909 at 80. A MIN_CONF of 0.7 adds 0.007 there (0.8: 0.013, from timeus) but leaves a model trained for a
+# few epochs (the tests' small ones, a new model's first validations) finding nothing
+MIN_BASELINE, MIN_CONF = 56, 0.6
 MIN_REGION = 0.0003     # of the page's area (a page number is about 0.001): smaller blobs are noise
 # a polygon reaches UP of the gap to the baseline above and DOWN of the gap below. Chosen on timeus-1858's val pages
 # read by the shipped recogniser from polygons made from the ground truth's own maps: page CER 7.03% (UP 0.85,

@@ -26,8 +26,8 @@ page_folders() {
   local dir
   need_paths "$1" dir ro
   for dir in "${PATHS[@]}"; do
-    # a PAGE XML or ALTO file is told by its root element
-    find "$dir" -type f -iname '*.xml' -exec grep -qsE '<([[:alnum:]_.-]+:)?(PcGts|alto)[[:space:]>]' {} \; \
+    # a PAGE XML or ALTO file is told by its root element; pages may be symbolic links to the files
+    find -L "$dir" -type f -iname '*.xml' -exec grep -qsE '<([[:alnum:]_.-]+:)?(PcGts|alto)[[:space:]>]' {} \; \
       -print -quit | grep -q . || die "$1: $dir holds no PAGE XML (or ALTO) file; give the folder(s) of your pages"
     # pages in a page/ subfolder name images in the folder above it
     [[ $(basename "$dir") == page ]] && mount_path ro "$(dirname "$dir")"

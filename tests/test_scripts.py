@@ -459,6 +459,13 @@ def test_finetune_layout_sh_refuses_missing_folders_and_folders_without_pages_be
     assert f"valpages={tmp_path / 'nope'}: no such folder" in proc.stderr
     proc = script("finetune-layout.sh", *common, f"trainpages={layout_pages['train']}", "valpages=")
     assert proc.returncode == 1 and "valpages is empty" in proc.stderr
+    linked = tmp_path / "linked"  # pages as symbolic links to the files pass the check: the next setting fails
+    linked.mkdir()
+    for page in layout_pages["train"].rglob("*"):
+        if page.is_file():
+            (linked / page.name).symlink_to(page)
+    proc = script("finetune-layout.sh", *common, f"trainpages={linked}", f"valpages={scans}")
+    assert proc.returncode == 1 and f"valpages: {scans} holds no PAGE XML" in proc.stderr
     proc = script("finetune-layout.sh", f"LAYOUTBASEMODEL={tmp_path / 'nope'}", f"outputdir={out}",
                   f"trainpages={layout_pages['train']}", f"valpages={layout_pages['val']}")
     assert proc.returncode == 1

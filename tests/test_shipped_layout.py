@@ -23,8 +23,8 @@ PAGES = [TEST / "bnf-4-s-3789-(-2)" / "4-S-3789 (2)_f1.xml",
 # measured: F1 0.9606 (P 0.992, R 0.931) with the CPU's bf16; the margin covers other CPUs' arithmetic
 F1_THRESHOLD = 0.93
 BARE = PAGES[3]      # 20 lines of a letter
-# measured: 19 lines found, the page read at 24.0% CER (many-hands-small reads the page's own lines at 18.8%)
-CER_THRESHOLD = 0.27
+# measured: 19 lines found, the page read at 21.7% CER (many-hands-small reads the page's own lines at 18.8%)
+CER_THRESHOLD = 0.25
 
 
 @pytest.mark.slow  # about 10 s on 2 cores

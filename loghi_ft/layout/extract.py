@@ -24,11 +24,13 @@ from loghi_ft.pages.layout import LayoutLine, Points, Region
 # few epochs (the tests' small ones, a new model's first validations) finding nothing
 MIN_BASELINE, MIN_CONF = 56, 0.6
 MIN_REGION = 0.0003     # of the page's area (a page number is about 0.001): smaller blobs are noise
-# a polygon reaches UP of the gap to the baseline above and DOWN of the gap below. Chosen on timeus-1858's val pages
-# read by the shipped recogniser from polygons made from the ground truth's own maps: page CER 7.03% (UP 0.85,
-# DOWN 0.35) against 7.50% from the ground-truth polygons; 7.52% at 0.7/0.3; 7.11% at 0.8/0.35 with MARGIN 6.
+# a polygon reaches UP of the gap to the baseline above and DOWN of the gap below. Chosen by the page CER of the
+# lines the shipped base layout model finds on its val pages (the shipped recognisers reading them; sweep in
+# benchmarks/README.md): htromance-fr with many-hands-small 18.06% at 0.85/0.35, 15.56% at 0.7/0.3, 14.85% at
+# 0.6/0.3, 20.12% at 0.85/0.5; timeus-1858 with timeus-1858-small 24.99%, 24.89%, 27.32%. (On timeus' val pages
+# with polygons made from the ground truth's own maps 0.85/0.35 had read best: 7.03% against 7.52% at 0.7/0.3.)
 # Following each line's ink (adaptive threshold, strokes reaching its x-height) instead read worse: 12.5% on test.
-UP, DOWN = 0.85, 0.35
+UP, DOWN = 0.7, 0.3
 MARGIN = 4              # columns (model scale) a polygon reaches beyond each end of its baseline
 STEP = 4                # columns between the polygon's points (model scale)
 

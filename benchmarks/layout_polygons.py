@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from loghi_ft.evaluation.layout_eval import read_both
-from loghi_ft.layout import extract as extraction
+from loghi_ft.layout.extract import extract
 from loghi_ft.layout.segment import open_layout_model, page_probabilities
 from loghi_ft.pages.layout import Layout, read_layout, reading_order
 
@@ -41,10 +41,9 @@ def main() -> int:
             pages.append((truth, probs, scale, image))
     print(f"{len(pages)} pages, layout model {args.model}, recogniser {args.recognizer}")
     for up, down in settings:
-        extraction.UP, extraction.DOWN = up, down  # extract reads them at each call
         found = []
         for truth, probs, scale, image in pages:
-            lines = extraction.extract(probs, model.info, scale)
+            lines = extract(probs, model.info, scale, reach=(up, down))
             found.append((truth, reading_order(Layout(truth.image_path, image.width, image.height, lines.regions,
                                                       lines.lines))))
         segmented, from_truth = read_both(found, args.recognizer, "-1", "auto", 32, log=lambda _: None)

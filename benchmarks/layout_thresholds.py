@@ -5,8 +5,9 @@
 
 VAL.txt lists PAGE files, one per line (scripts/train-base-layout.sh writes WORK/val.txt): choose on validation
 pages, never on test pages. Each page's probabilities are computed once; then, for every pair, the baselines are
-traced and filtered by `extract`'s own function (kept_baselines) and scored against the page's own baselines (Transkribus scheme, 10 page
-pixels, summed over pages), overall and per collection (the folder above the page's manuscript folders).
+traced and filtered by `extract`'s own function (kept_baselines) and scored against the page's own baselines
+(Transkribus scheme, 10 page pixels, summed over pages), overall and per collection (the folder above the page's
+manuscript folders).
 """
 
 from __future__ import annotations

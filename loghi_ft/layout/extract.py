@@ -42,17 +42,20 @@ class Extracted:
     bands: int = 0      # lines whose polygon is the fallback band (the body map outlined nothing there)
 
 
-def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float = 0.5) -> Extracted:
-    """Regions and lines in page pixels from probabilities (channels, H, W) at `scale` model pixels per page pixel."""
+def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float = 0.5,
+            reach: tuple[float, float] = (UP, DOWN)) -> Extracted:
+    """Regions and lines in page pixels from probabilities (channels, H, W) at `scale` model pixels per page pixel;
+    `reach`: the shares of the gaps to the neighbouring baselines a line polygon may reach (line_polygon)."""
     traces = kept_baselines(probs[BASELINE], info.size, threshold)
     body = probs[BODY] > threshold
     out = Extracted()
     gaps = neighbour_gaps([t for t, _, _ in traces], probs.shape[1:])
     for k, (trace, pixels, conf) in enumerate(traces):
-        polygon, band = line_polygon(trace, body, gaps[k])
+        polygon, band = line_polygon(trace, body, gaps[k], reach)
         out.bands += band
         kind = line_type(probs, pixels, info)
-        out.lines.append(LayoutLine(f"l{k + 1}", page_points(trace, scale), page_points(polygon, scale), kind, conf=round(conf, 4)))
+        out.lines.append(LayoutLine(f"l{k + 1}", page_points(trace, scale), page_points(polygon, scale), kind,
+                                    conf=round(conf, 4)))
     for c, name in enumerate(info.region_types):
         out.regions += [Region(f"r{len(out.regions) + n + 1}", name, page_points(poly, scale), conf)
                         for n, (poly, conf) in enumerate(outlines(probs[2 + c], threshold))]
@@ -141,15 +144,17 @@ def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tupl
     return out
 
 
-def line_polygon(trace: np.ndarray, body: np.ndarray, gap: tuple[np.ndarray, np.ndarray, np.ndarray]
-                 ) -> tuple[np.ndarray, bool]:
+def line_polygon(trace: np.ndarray, body: np.ndarray, gap: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 reach: tuple[float, float] = (UP, DOWN)) -> tuple[np.ndarray, bool]:
     """The outline of the line's body between its neighbours: per column, the highest and lowest body pixel within
-    the band UP x gap above and DOWN x gap below the baseline; a plain band where the body map has nothing."""
+    the band reach[0] x gap above and reach[1] x gap below the baseline (UP and DOWN by default); a plain band where
+    the body map has nothing."""
     xs, ys, (up, down) = gap
+    up_share, down_share = reach
     if len(xs) < 2:
         return _band(trace, up.mean() if len(up) else 10.0, down.mean() if len(down) else 4.0), True
-    top_limit = np.maximum(0, np.floor(ys - UP * up)).astype(int)
-    bottom_limit = np.minimum(body.shape[0] - 1, np.ceil(ys + DOWN * down)).astype(int)
+    top_limit = np.maximum(0, np.floor(ys - up_share * up)).astype(int)
+    bottom_limit = np.minimum(body.shape[0] - 1, np.ceil(ys + down_share * down)).astype(int)
     rows = np.arange(body.shape[0])[:, None]
     inside = (rows >= top_limit) & (rows <= bottom_limit) & body[:, xs]
     found = inside.any(axis=0)

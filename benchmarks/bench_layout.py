@@ -16,7 +16,8 @@ kraken 7.1.1 is installed on first use into benchmarks/.venv-kraken (bench_prepa
 --recognizer MODEL adds the end-to-end figure, as `loghi-ft segeval` computes it (evaluation/layout_eval.py
 read_both): the recogniser reads the lines each tool found and the ground-truth lines; each page's text is its
 lines' readings in reading order (pages/layout.py reading_order, for the truth and for both tools), one per line,
-scored by character error rate against the ground-truth text in the same order.
+scored by character error rate against the ground-truth text in the same order; and again from only the found
+lines inside the area the ground truth transcribes (read_both's docstring says why and how).
 """
 
 from __future__ import annotations
@@ -197,8 +198,10 @@ def end_to_end(pages: list[BenchPage], recognizer: Path, found: dict[str, list[L
     cers = {}
     for label, layouts in found.items():
         pairs = [(page.truth, reading_order(layout)) for page, layout in zip(pages, layouts, strict=True)]
-        cers[f"{label} lines"], cers["ground-truth lines"] = read_both(
-            pairs, recognizer, gpu="-1", precision="auto", batch_size=32, log=lambda m: print(m, file=sys.stderr))
+        reading = read_both(pairs, recognizer, gpu="-1", precision="auto", batch_size=32,
+                            log=lambda m: print(m, file=sys.stderr))
+        cers[f"{label} lines"], cers["ground-truth lines"] = reading.segmented, reading.truth_lines
+        cers[f"{label} lines in the transcribed area ({reading.outside} outside)"] = reading.transcribed
     return cers
 
 

@@ -2,6 +2,7 @@
 (loghi_ft/layout/extract.py) were chosen.
 
     python benchmarks/layout_thresholds.py --model DIR --pages VAL.txt [--shortest 12,24,40,56,80] [--conf 0.6,0.7,0.8]
+                                           [--threshold 0.5]
 
 VAL.txt lists PAGE files, one per line (scripts/train-base-layout.sh writes WORK/val.txt): choose on validation
 pages, never on test pages. Each page's probabilities are computed once; then, for every pair, the baselines are
@@ -31,6 +32,8 @@ def main() -> int:
     parser.add_argument("--pages", type=Path, required=True, help="list file of validation PAGE files")
     parser.add_argument("--shortest", default="12,24,40,56,80", help="MIN_BASELINE values (at a 1024-pixel page)")
     parser.add_argument("--conf", default="0.6,0.7,0.8", help="MIN_CONF values")
+    parser.add_argument("--threshold", default="0.5", help="baseline probabilities above it are traced (extract's "
+                        "threshold)")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
                         help="the shared data folder, to name each page's collection (default: ../shared/data)")
     args = parser.parse_args()
@@ -45,16 +48,17 @@ def main() -> int:
         source = path.relative_to(args.data.resolve()).parts[0] if path.is_relative_to(args.data.resolve()) else "-"
         pages.append((source, [ln.baseline for ln in truth.lines], probs[BASELINE], scale))
     print(f"{len(pages)} pages, model {args.model}")
-    for shortest, conf in itertools.product([int(v) for v in args.shortest.split(",")],
-                                            [float(v) for v in args.conf.split(",")]):
+    for threshold, shortest, conf in itertools.product([float(v) for v in args.threshold.split(",")],
+                                                       [int(v) for v in args.shortest.split(",")],
+                                                       [float(v) for v in args.conf.split(",")]):
         counts: dict[str, BaselineCounts] = defaultdict(BaselineCounts)
         for source, truth, baseline, scale in pages:
             found = [page_points(trace, scale) for trace, _, _ in
-                     kept_baselines(baseline, model.info.size, shortest=shortest, least_conf=conf)]
+                     kept_baselines(baseline, model.info.size, threshold, shortest, conf)]
             counts[source] = counts[source] + baseline_counts(truth, found)
         total = sum(counts.values(), BaselineCounts())
         each = ", ".join(f"{k} {c.f1:.3f}" for k, c in sorted(counts.items()))
-        print(f"MIN_BASELINE {shortest:3} MIN_CONF {conf:.2f}: F1 {total.f1:.3f} (P {total.precision:.3f}, "
+        print(f"threshold {threshold:.2f} MIN_BASELINE {shortest:3} MIN_CONF {conf:.2f}: F1 {total.f1:.3f} (P {total.precision:.3f}, "
               f"R {total.recall:.3f}); {each}")
     return 0
 

@@ -169,3 +169,33 @@ def test_real_page_against_itself_and_shifted_baselines(data_dir):
     # 20 px is twice the tolerance: about half of every point's score (a little more where lines slope)
     assert 0.45 < beyond.f1 < 0.6
     assert (beyond.predicted, beyond.truth) == (46, 46)
+
+
+def test_transcribed_area_holds_the_truths_lines_and_leaves_out_text_it_did_not_transcribe(data_dir):
+    from loghi_ft.evaluation.layout_eval import in_area, transcribed_area
+    from loghi_ft.pages.layout import read_layout
+
+    # a TIME US register page whose first 11 lines (above y 1000) the annotators left untranscribed
+    truth = read_layout(DATA / "timeus-1858" / "PH 1858-35.xml")
+    area = transcribed_area(truth)
+    assert all(in_area(ln, area) for ln in truth.lines)
+    first = truth.lines[0]
+    above = LayoutLine("above", [(x, y - 800) for x, y in first.baseline], [])
+    assert not in_area(above, area)
+    # half a line height of slack: a baseline found a little below the truth's is still in
+    assert in_area(LayoutLine("low", [(x, y + 30) for x, y in first.baseline], []), area)
+    # a line reaching out of the area counts by the share of its baseline inside
+    x0, x1 = min(x for x, _ in first.baseline), max(x for x, _ in first.baseline)
+    y = first.baseline[0][1]
+    assert in_area(LayoutLine("mostly", [(x0, y), (x1 + (x1 - x0) * 0.9, y)], []), area)
+    assert not in_area(LayoutLine("barely", [(x0, y), (x1 + (x1 - x0) * 1.5, y)], []), area)
+
+
+def test_region_figures_say_when_the_truth_has_no_region():
+    evaluation = LayoutEvaluation()
+    page = Layout("p.jpg", 1000, 1000, [], [LayoutLine("l1", line(100), [])])
+    evaluation.add(page, Layout("p.jpg", 1000, 1000, [], [LayoutLine("l1", line(100), [])]))
+    assert evaluation.summary()["region_truth"] == 0
+    evaluation.add(Layout("q.jpg", 1000, 1000, [square(0, 0, 100)], []), Layout("q.jpg", 1000, 1000, [], []))
+    summary = evaluation.summary()
+    assert summary["region_truth"] == 1 and summary["region_miou"] == 0.0

@@ -4,6 +4,11 @@ the page's ground-truth text, beside the text read from the ground-truth lines t
 
 Both texts, and the ground truth's, are put in one reading order (pages/layout.py reading_order) before comparing,
 so an annotator's convention (page numbers or stamps listed last) is not counted as an error of either reading.
+
+Annotators often leave text on the image untranscribed: the facing page of a spread, the end of the previous entry
+at the top of a register page, a column they did not need. A segmenter that finds it is charged its whole reading
+as insertions. So the found lines' text is scored twice: all of it, and only the lines inside the transcribed area
+(transcribed_area: the truth's regions and line polygons, grown by half a line height), the lines left out counted.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import shapely
+from shapely.geometry import LineString, Point, Polygon
+
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
 from loghi_ft.evaluation.metrics import ErrorCounts, char_errors
 from loghi_ft.layout.segment import open_layout_model, segment_image
-from loghi_ft.pages.layout import Layout, read_layout, reading_order, write_layout
+from loghi_ft.pages.layout import Layout, LayoutLine, line_band, read_layout, reading_order, write_layout
 
 
 @dataclass
@@ -28,6 +36,8 @@ class LayoutReport:
     seconds_per_page: float = 0.0                       # segmentation alone (model + extraction)
     bands: int = 0
     cer_segmented: float | None = None                  # text read from the found lines vs the page's text
+    cer_transcribed: float | None = None                # the same, from the found lines in the transcribed area only
+    lines_outside: int = 0                              # found lines outside it (not in cer_transcribed)
     cer_truth_lines: float | None = None                # text read from the ground-truth lines vs the page's text
     skipped: list[str] = field(default_factory=list)
     per_page: list[dict] = field(default_factory=list)
@@ -37,15 +47,19 @@ class LayoutReport:
         rows = [f"{self.pages} pages, {self.seconds_per_page:.2f} s per page segmented",
                 f"baselines: precision {f['baseline_precision']:.4f}, recall {f['baseline_recall']:.4f}, "
                 f"F1 {f['baseline_f1']:.4f}",
-                f"regions: mean IoU {f['region_miou']:.4f}, AP {f['region_ap']:.4f}, AP50 {f['region_ap50']:.4f}"]
+                f"regions: mean IoU {f['region_miou']:.4f}, AP {f['region_ap']:.4f}, AP50 {f['region_ap50']:.4f}"
+                if f["region_truth"] else "regions: none in the ground truth, not scored"]
         rows += [f"  {k.split(':', 1)[1]}: IoU {v:.4f}, AP {f.get('region_ap:' + k.split(':', 1)[1], 0):.4f}"
                  for k, v in f.items() if k.startswith("region_iou:")]
         if self.bands:
             rows.append(f"{self.bands} line polygons drawn as bands around their baselines")
         if self.cer_segmented is not None:
-            ratio = self.cer_segmented / self.cer_truth_lines if self.cer_truth_lines else float("inf")
-            rows.append(f"page CER read from the found lines {self.cer_segmented:.2%}, from the ground-truth lines "
-                        f"{self.cer_truth_lines:.2%} ({ratio:.2f}x)")
+            def ratio(cer: float) -> str:
+                return f"{cer / self.cer_truth_lines:.2f}x" if self.cer_truth_lines else "-"
+            rows.append(f"page CER read from the found lines {self.cer_segmented:.2%} ({ratio(self.cer_segmented)}), "
+                        f"from those in the transcribed area {self.cer_transcribed:.2%} "
+                        f"({ratio(self.cer_transcribed)}; {self.lines_outside} found lines outside it), "
+                        f"from the ground-truth lines {self.cer_truth_lines:.2%}")
         if self.skipped:
             rows.append(f"{len(self.skipped)} pages skipped, listed above")
         return "\n".join(rows)
@@ -80,20 +94,53 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
     report.pages, report.figures = len(found), evaluation.summary()
     report.seconds_per_page = seconds / len(found)
     if recognizer_path is not None:
-        report.cer_segmented, report.cer_truth_lines = read_both(found, recognizer_path, gpu, precision, batch_size,
-                                                                 log)
+        reading = read_both(found, recognizer_path, gpu, precision, batch_size, log)
+        report.cer_segmented, report.cer_transcribed = reading.segmented, reading.transcribed
+        report.lines_outside, report.cer_truth_lines = reading.outside, reading.truth_lines
     return report
 
 
+@dataclass
+class EndToEnd:
+    """Page CER (over all pages) of the text read from the found lines, from those of them in the transcribed area,
+    and from the ground-truth lines, each against the ground-truth text."""
+    segmented: float
+    transcribed: float
+    truth_lines: float
+    outside: int          # found lines outside the transcribed area
+
+
+def transcribed_area(truth: Layout):
+    """Where the ground truth transcribes: the union of its regions and its lines' polygons (baselines where a line
+    has none), grown by half a line height (pages/layout.py line_band)."""
+    shapes = [Polygon(r.polygon) for r in truth.regions if len(r.polygon) >= 3]
+    shapes += [Polygon(ln.polygon) if len(ln.polygon) >= 3 else _baseline(ln) for ln in truth.lines]
+    area = shapely.union_all([s if s.is_valid else shapely.make_valid(s) for s in shapes])
+    return area.buffer(line_band(truth) / 2)
+
+
+def in_area(line: LayoutLine, area) -> bool:
+    """Whether at least half of the line's baseline lies in `area`."""
+    baseline = _baseline(line)
+    if baseline.length == 0:
+        return area.covers(baseline)
+    return baseline.intersection(area).length >= baseline.length / 2
+
+
+def _baseline(line: LayoutLine):
+    return LineString(line.baseline) if len(line.baseline) >= 2 else Point(line.baseline[0])
+
+
 def read_both(found: list[tuple[Layout, Layout]], recognizer_path: Path, gpu: str, precision: str, batch_size: int,
-              log: Callable[[str], None]) -> tuple[float, float]:
-    """Page CER of the text read from the found lines and from the ground-truth lines, both against the
-    ground-truth text, every text in reading order."""
+              log: Callable[[str], None]) -> EndToEnd:
+    """Page CER of the text read from the found lines (all of them, and those in the truth's transcribed area) and
+    from the ground-truth lines, against the ground-truth text, every text in reading order."""
     from loghi_ft.inference.recognise import recognise_pages
     from loghi_ft.model.recognizers import open_recognizer
 
     recognizer = open_recognizer(recognizer_path, gpu, precision)
-    segmented_errors, truth_errors = ErrorCounts(), ErrorCounts()
+    segmented_errors, transcribed_errors, truth_errors = ErrorCounts(), ErrorCounts(), ErrorCounts()
+    outside = 0
     with tempfile.TemporaryDirectory(prefix="loghi-ft-segeval-") as tmp:
         folder = Path(tmp)
         pairs = []
@@ -102,17 +149,23 @@ def read_both(found: list[tuple[Layout, Layout]], recognizer_path: Path, gpu: st
             target = folder / "segmented" / f"{k:05d}.xml"
             target.parent.mkdir(parents=True, exist_ok=True)
             write_layout(layout, target, image_filename=str(Path(truth.image_path).resolve()), metadata={})
-            pairs.append((ordered, target, truth.xml_path))
+            pairs.append((truth, ordered, target))
         readings = {}
-        inputs = [p for _, target, xml in pairs for p in (target, xml)]
+        inputs = [p for truth, _, target in pairs for p in (target, truth.xml_path)]
         for done in recognise_pages(inputs, recognizer, batch_size=batch_size, log=log):
             readings[Path(done.unit.xml_path).resolve()] = done.results
-        for ordered, target, xml in pairs:
+        for truth, ordered, target in pairs:
             text = "\n".join(x.text.strip() for x in ordered.lines if x.text.strip())
             seg = readings.get(target.resolve(), {})
             segmented = "\n".join(r.text for r in seg.values() if r.text)
-            gt = readings.get(Path(xml).resolve(), {})
+            area = transcribed_area(truth)
+            written = read_layout(target)       # the lines with the ids they were read under
+            kept = {ln.id for ln in written.lines if in_area(ln, area)}
+            outside += len(written.lines) - len(kept)
+            transcribed = "\n".join(r.text for line_id, r in seg.items() if r.text and line_id in kept)
+            gt = readings.get(Path(truth.xml_path).resolve(), {})
             from_truth = "\n".join(gt[x.id].text for x in ordered.lines if x.id in gt and gt[x.id].text)
             segmented_errors.add(char_errors(text, segmented))
+            transcribed_errors.add(char_errors(text, transcribed))
             truth_errors.add(char_errors(text, from_truth))
-    return segmented_errors.rate, truth_errors.rate
+    return EndToEnd(segmented_errors.rate, transcribed_errors.rate, truth_errors.rate, outside)

@@ -181,7 +181,8 @@ class RegionEvaluation:
             area.union += float(coco_mask.area(coco_mask.merge(truth or predicted)))
 
     def result(self) -> dict:
-        """{"classes": {name: {iou, ap, ap50, truth, predicted}}, "miou", "ap", "ap50"}, classes sorted by name."""
+        """{"classes": {name: {iou, ap, ap50, truth, predicted}}, "iou", "ap", "ap50", "truth"}, classes sorted by
+        name; "truth": how many true regions were added (with none, the means say nothing: 1 when none was found)."""
         names = sorted(self.areas)
         ap = self._coco_ap(names)
         classes = {}
@@ -190,8 +191,8 @@ class RegionEvaluation:
             iou = area.intersection / area.union if area.union else 0.0
             classes[name] = {"iou": iou, "ap": ap[name][0], "ap50": ap[name][1],
                              "truth": area.truth, "predicted": area.predicted}
-        return {"classes": classes, **{key: _mean([c[key] for c in classes.values()])
-                                       for key in ("iou", "ap", "ap50")}}
+        return {"classes": classes, "truth": len(self._truth),
+                **{key: _mean([c[key] for c in classes.values()]) for key in ("iou", "ap", "ap50")}}
 
     def _coco_ap(self, names: list[str]) -> dict[str, tuple[float, float]]:
         """(AP@[.5:.95], AP50) per class name, by pycocotools over every page added."""
@@ -248,10 +249,11 @@ def region_scores(truth: list[Region], predicted: list[Region], width: int, heig
 
 
 def layout_summary(baselines: BaselineCounts, regions: dict) -> dict[str, float]:
-    """A flat dict for tables and JSON: overall figures, then region_iou:NAME, region_ap:NAME, region_ap50:NAME."""
+    """A flat dict for tables and JSON: overall figures (region_truth: how many true regions the region figures
+    measure), then region_iou:NAME, region_ap:NAME, region_ap50:NAME."""
     summary = {"baseline_precision": baselines.precision, "baseline_recall": baselines.recall,
                "baseline_f1": baselines.f1, "region_miou": regions["iou"], "region_ap": regions["ap"],
-               "region_ap50": regions["ap50"]}
+               "region_ap50": regions["ap50"], "region_truth": regions["truth"]}
     for name, scores in regions["classes"].items():
         for key in ("iou", "ap", "ap50"):
             summary[f"region_{key}:{name}"] = scores[key]

@@ -67,6 +67,7 @@ class LayoutTask:
 
     def __init__(self, model: LayoutNet, pages: list[LayoutPage], tolerance: float):
         self.model, self.pages, self.tolerance = model, pages, tolerance
+        self.region_truth = 0       # true regions in the last validation
 
     def losses(self, net: nn.Module, batch: PageBatch, device: torch.device, autocast) -> Tensor:
         with autocast:
@@ -93,6 +94,7 @@ class LayoutTask:
             pages += len(batch)
         figures = evaluation.summary()
         has_regions = any(p.has_regions for p in self.pages)
+        self.region_truth = figures["region_truth"]     # for summary(); metrics.csv keeps its columns
         score = (figures["baseline_f1"] + figures["region_miou"]) / 2 if has_regions else figures["baseline_f1"]
         return {"loss": loss / max(pages, 1), "score": score, "baseline_f1": figures["baseline_f1"],
                 "baseline_precision": figures["baseline_precision"], "baseline_recall": figures["baseline_recall"],
@@ -100,9 +102,10 @@ class LayoutTask:
                 "samples_per_s": pages / max(time.perf_counter() - start, 1e-9)}
 
     def summary(self, result: dict) -> str:
+        regions = (f"region mIoU {result['region_miou']:.3f}, AP {result['region_ap']:.3f}"
+                   if self.region_truth else "no regions in the validation pages' ground truth")
         return (f"score {result['score']:.4f}, baseline F1 {result['baseline_f1']:.4f} "
-                f"(P {result['baseline_precision']:.3f} R {result['baseline_recall']:.3f}), "
-                f"region mIoU {result['region_miou']:.3f}, AP {result['region_ap']:.3f}")
+                f"(P {result['baseline_precision']:.3f} R {result['baseline_recall']:.3f}), {regions}")
 
     def save(self, folder: Path, training: dict) -> None:
         self.model.info.training = training

@@ -148,7 +148,7 @@ def reading_order(layout: Layout) -> Layout:
     """A copy of `layout` with every line in a region, and regions and lines in reading order.
 
     Lines to regions: a line goes to the region whose polygon holds the longest part of its baseline (the smaller
-    region on a tie); a line in none goes to the nearest region within one line height (_line_band), else into a
+    region on a tie); a line in none goes to the nearest region within one line height (line_band), else into a
     new "text" region made for it and the other such lines within one line height of it.
     Order, of the regions on the page and of the lines in each region (Breuel 2003, as kraken orders lines): A comes
     before B when their x-ranges overlap (by more than OVERLAP of the narrower) and A is higher (a region's top
@@ -156,7 +156,7 @@ def reading_order(layout: Layout) -> Layout:
     to B's at a height between theirs; what no rule orders goes highest, then leftmost, first. So columns are read
     left to right, each top to bottom, a heading across columns before them, side-by-side lines left to right.
     """
-    reach = _line_band(layout)
+    reach = line_band(layout)
     shapes = np.array([_valid(Polygon(r.polygon)) for r in layout.regions], dtype=object)
     areas = shapely.area(shapes)
     regions, members = list(layout.regions), [[] for _ in layout.regions]
@@ -419,7 +419,7 @@ def _add_regions(page: etree._Element, ns: str, kind: str,
     regions = list(layout.regions)
     if by_region.get(None):
         regions.append(Region(None, "text", _cover([p for l in by_region[None] for p in l.polygon or l.baseline])))
-    band = _line_band(layout)
+    band = line_band(layout)
     order, added = [], []
     for n, region in enumerate(regions, 1):
         element = existing.get(region.id) if region.id is not None else None
@@ -471,7 +471,7 @@ def _clip(points: Points, width: int, height: int) -> list[tuple[int, int]]:
     return [(min(max(round(x), 0), width), min(max(round(y), 0), height)) for x, y in points]
 
 
-def _line_band(layout: Layout) -> float:
+def line_band(layout: Layout) -> float:
     """A line's height on this page: the median height of its line polygons, else a fiftieth of the page."""
     heights = [max(y for _, y in l.polygon) - min(y for _, y in l.polygon) for l in layout.lines if len(l.polygon) >= 3]
     return float(np.median(heights)) if heights else max(layout.height / 50, 1.0)

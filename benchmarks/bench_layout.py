@@ -29,14 +29,14 @@ import shutil
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prepare import ROOT, install_kraken, timed  # noqa: E402
 
 from loghi_ft.errors import UserError  # noqa: E402
-from loghi_ft.evaluation.layout_eval import read_both  # noqa: E402
+from loghi_ft.evaluation.layout_eval import in_area, read_both, transcribed_area  # noqa: E402
 from loghi_ft.evaluation.layout_metrics import BaselineCounts, LayoutEvaluation  # noqa: E402
 from loghi_ft.pages.layout import Layout, read_layout, reading_order  # noqa: E402
 
@@ -96,6 +96,8 @@ def main() -> int:
         print(f"load average after {os.getloadavg()[0]:.1f}")
         found = {run.label: read_outputs(pages, run.output) for run in runs}
         print_table(runs, {label: score(pages, layouts, args.tolerance) for label, (layouts, _) in found.items()},
+                    {label: score(pages, layouts, args.tolerance, inside=True)
+                     for label, (layouts, _) in found.items()},
                     {label: failed for label, (_, failed) in found.items()}, len(pages))
         if args.recognizer:
             print_cer(end_to_end(pages, args.recognizer, {label: layouts for label, (layouts, _) in found.items()}))
@@ -161,22 +163,30 @@ def read_outputs(pages: list[BenchPage], output: Path) -> tuple[list[Layout], li
     return layouts, failed
 
 
-def score(pages: list[BenchPage], found: list[Layout], tolerance: float) -> BaselineCounts:
-    """Baseline counts of the layouts found against the truth, summed over pages."""
+def score(pages: list[BenchPage], found: list[Layout], tolerance: float, inside: bool = False) -> BaselineCounts:
+    """Baseline counts of the layouts found against the truth, summed over pages; `inside`: of the lines found in
+    the area the truth transcribes only (layout_eval.transcribed_area: text the annotators left out is not counted
+    against precision)."""
     evaluation = LayoutEvaluation(tolerance)
     for page, layout in zip(pages, found, strict=True):
+        if inside:
+            area = transcribed_area(page.truth)
+            layout = replace(layout, lines=[line for line in layout.lines if in_area(line, area)])
         evaluation.add(page.truth, layout)
     return evaluation.baselines
 
 
-def print_table(runs: list[ToolRun], scores: dict[str, BaselineCounts], failed: dict[str, list[str]],
-                pages: int) -> None:
-    """The side-by-side table (markdown), then the ratios and any page a tool failed."""
+def print_table(runs: list[ToolRun], scores: dict[str, BaselineCounts], inside: dict[str, BaselineCounts],
+                failed: dict[str, list[str]], pages: int) -> None:
+    """The side-by-side table (markdown), then the ratios and any page a tool failed; `inside`: the scores of the
+    lines found in the transcribed area."""
     rows = {"pages scored": lambda r: f"{pages - len(failed[r.label])} of {pages}",
             "lines found": lambda r: str(scores[r.label].predicted),
             "baseline precision": lambda r: f"{scores[r.label].precision:.3f}",
             "baseline recall": lambda r: f"{scores[r.label].recall:.3f}",
             "baseline F1": lambda r: f"{scores[r.label].f1:.3f}",
+            "found outside the transcribed area": lambda r: str(scores[r.label].predicted - inside[r.label].predicted),
+            "inside it: precision, F1": lambda r: f"{inside[r.label].precision:.3f}, {inside[r.label].f1:.3f}",
             f"s/page (wall, median of {len(runs[0].seconds)})": lambda r: f"{statistics.median(r.seconds):.2f}",
             "peak memory": lambda r: f"{max(r.peaks) / 2**20:.0f} MiB"}
     print("\n| | " + " | ".join(r.label for r in runs) + " |\n|---|" + "---|" * len(runs))

@@ -47,25 +47,40 @@ def test_pages_without_a_readable_file_score_as_nothing_found(tmp_path, data_dir
     assert counts.recall == pytest.approx(true_lines[0] / sum(true_lines))
 
 
-@pytest.mark.slow  # the recogniser reads one page four times: about 40 s on 2 busy cores
-def test_end_to_end_cer_of_the_true_lines_found_again_equals_that_of_the_truth(tmp_path, data_dir):
-    # PH 1858-35: the annotators left the page's first 11 lines (above the truth's first) untranscribed
+def found_copy_and_more(tmp_path):
+    """PH 1858-35 (the annotators left the page's first 11 lines, above the truth's first, untranscribed): the
+    staged page, its true lines as a tool would write them, and those lines and three more, the first three moved
+    up onto the untranscribed lines."""
     paths = [p for p in bench_layout.page_set("timeus-test") if p.name == "PH 1858-35.xml"]
     pages = bench_layout.stage(paths, tmp_path / "images")
     copy = tmp_path / "copy"
     copy.mkdir()
     write_copy(pages[0], copy)
     found, failed = bench_layout.read_outputs(pages, copy)
-    # the truth's lines and three more, its first three moved up onto the untranscribed lines
+    assert not failed
     moved = [dataclasses.replace(ln, id=f"up{k}", baseline=[(x, y - 800) for x, y in ln.baseline],
                                  polygon=[(x, y - 800) for x, y in ln.polygon])
              for k, ln in enumerate(found[0].lines[:3])]
-    more = dataclasses.replace(found[0], lines=found[0].lines + moved)
+    return pages, found, dataclasses.replace(found[0], lines=found[0].lines + moved)
+
+
+def test_lines_found_outside_the_transcribed_area_count_against_precision_only_in_the_strict_score(tmp_path, data_dir):
+    pages, found, more = found_copy_and_more(tmp_path)
+    strict, inside = (bench_layout.score(pages, [more], 10.0, inside=flag) for flag in (False, True))
+    true_lines = len(pages[0].truth.lines)
+    assert (strict.truth, strict.predicted, inside.predicted) == (true_lines, true_lines + 3, true_lines)
+    assert strict.recall == inside.recall == pytest.approx(1.0)
+    assert strict.precision == pytest.approx(true_lines / (true_lines + 3)) and inside.precision == pytest.approx(1.0)
+
+
+@pytest.mark.slow  # the recogniser reads one page four times: about 40 s on 2 busy cores
+def test_end_to_end_cer_of_the_true_lines_found_again_equals_that_of_the_truth(tmp_path, data_dir):
+    pages, found, more = found_copy_and_more(tmp_path)
     cers = bench_layout.end_to_end(pages, RECOGNIZER, {"copy": found, "nothing": [dataclasses.replace(
         found[0], lines=[], regions=[])], "more": [more]})
     # the same lines read by the same model (padded in other batches: bf16 on this CPU moves a few characters);
     # the shipped model reads timeus test pages at about 9%
-    assert not failed and cers["copy lines"] == pytest.approx(cers["ground-truth lines"], abs=0.005)
+    assert cers["copy lines"] == pytest.approx(cers["ground-truth lines"], abs=0.005)
     assert 0 < cers["ground-truth lines"] < 0.15
     assert cers["nothing lines"] == 1.0
     # the untranscribed text read is charged as insertions, except in the transcribed area's figure

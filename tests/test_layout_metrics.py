@@ -3,6 +3,7 @@ import re
 import pytest
 from conftest import DATA
 from lxml import etree
+from shapely.geometry import LineString, Polygon
 
 from loghi_ft.evaluation.layout_metrics import (
     BaselineCounts,
@@ -199,3 +200,20 @@ def test_region_figures_say_when_the_truth_has_no_region():
     evaluation.add(Layout("q.jpg", 1000, 1000, [square(0, 0, 100)], []), Layout("q.jpg", 1000, 1000, [], []))
     summary = evaluation.summary()
     assert summary["region_truth"] == 1 and summary["region_miou"] == 0.0
+
+
+def test_transcribed_area_is_the_lines_not_the_regions_drawn_around_untranscribed_ones(data_dir):
+    from conftest import ROOT
+
+    from loghi_ft.evaluation.layout_eval import in_area, transcribed_area
+    from loghi_ft.pages.layout import read_layout
+
+    # samples/test's Guarda charter: the left column's region holds some 35 lines above the first transcribed one
+    truth = read_layout(ROOT / "samples" / "test" / "foral_de_guarda_1217" / "1.xml")
+    left = [ln for ln in truth.lines if max(x for x, _ in ln.baseline) < truth.width / 2]
+    top = min(left, key=lambda ln: ln.baseline[0][1])
+    (x0, y0), (x1, y1) = top.baseline[0], top.baseline[-1]
+    middle = [(x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4 - 500) for k in (1, 3)]
+    untranscribed = LayoutLine("up", middle, [])
+    assert any(Polygon(r.polygon).contains(LineString(untranscribed.baseline)) for r in truth.regions)
+    assert not in_area(untranscribed, transcribed_area(truth))

@@ -8,7 +8,7 @@ so an annotator's convention (page numbers or stamps listed last) is not counted
 Annotators often leave text on the image untranscribed: the facing page of a spread, the end of the previous entry
 at the top of a register page, a column they did not need. A segmenter that finds it is charged its whole reading
 as insertions. So the found lines' text is scored twice: all of it, and only the lines inside the transcribed area
-(transcribed_area: the truth's regions and line polygons, grown by half a line height), the lines left out counted.
+(transcribed_area: the truth's line polygons, grown by half a line height), the lines left out counted.
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ class EndToEnd:
 
 
 def transcribed_area(truth: Layout):
-    """Where the ground truth transcribes: the union of its regions and its lines' polygons (baselines where a line
-    has none), grown by half a line height (pages/layout.py line_band)."""
-    shapes = [Polygon(r.polygon) for r in truth.regions if len(r.polygon) >= 3]
-    shapes += [Polygon(ln.polygon) if len(ln.polygon) >= 3 else _baseline(ln) for ln in truth.lines]
+    """Where the ground truth transcribes: the union of its lines' polygons (baselines where a line has none), grown
+    by half a line height (pages/layout.py line_band), so that a line left out between two transcribed ones is still
+    in. Not its regions: iforal's annotators drew a column's region around lines they did not transcribe."""
+    shapes = [Polygon(ln.polygon) if len(ln.polygon) >= 3 else _baseline(ln) for ln in truth.lines]
     area = shapely.union_all([s if s.is_valid else shapely.make_valid(s) for s in shapes])
     return area.buffer(line_band(truth) / 2)
 

@@ -29,14 +29,14 @@ import shutil
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prepare import ROOT, install_kraken, timed  # noqa: E402
 
 from loghi_ft.errors import UserError  # noqa: E402
-from loghi_ft.evaluation.layout_eval import in_area, read_both, transcribed_area  # noqa: E402
+from loghi_ft.evaluation.layout_eval import lines_inside, read_both  # noqa: E402
 from loghi_ft.evaluation.layout_metrics import BaselineCounts, LayoutEvaluation  # noqa: E402
 from loghi_ft.pages.layout import Layout, read_layout, reading_order  # noqa: E402
 
@@ -170,8 +170,7 @@ def score(pages: list[BenchPage], found: list[Layout], tolerance: float, inside:
     evaluation = LayoutEvaluation(tolerance)
     for page, layout in zip(pages, found, strict=True):
         if inside:
-            area = transcribed_area(page.truth)
-            layout = replace(layout, lines=[line for line in layout.lines if in_area(line, area)])
+            layout = lines_inside(page.truth, layout)
         evaluation.add(page.truth, layout)
     return evaluation.baselines
 

@@ -32,7 +32,9 @@ from loghi_ft.pages.layout import Layout, LayoutLine, line_band, read_layout, re
 @dataclass
 class LayoutReport:
     pages: int = 0
-    figures: dict = field(default_factory=dict)        # layout_summary's: baseline P/R/F1, region IoU and AP
+    figures: dict = field(default_factory=dict)        # layout_summary's: baseline P/R/F1, region IoU and AP; and
+    #                                                     baseline precision and F1 of the found lines inside the
+    #                                                     transcribed area, found_outside: how many are not
     seconds_per_page: float = 0.0                       # segmentation alone (model + extraction)
     bands: int = 0
     cer_segmented: float | None = None                  # text read from the found lines vs the page's text
@@ -47,6 +49,8 @@ class LayoutReport:
         rows = [f"{self.pages} pages, {self.seconds_per_page:.2f} s per page segmented",
                 f"baselines: precision {f['baseline_precision']:.4f}, recall {f['baseline_recall']:.4f}, "
                 f"F1 {f['baseline_f1']:.4f}",
+                f"  of the found lines in the transcribed area ({f['found_outside']} outside it): precision "
+                f"{f['baseline_precision_inside']:.4f}, F1 {f['baseline_f1_inside']:.4f}",
                 f"regions: mean IoU {f['region_miou']:.4f}, AP {f['region_ap']:.4f}, AP50 {f['region_ap50']:.4f}"
                 if f["region_truth"] else "regions: none in the ground truth, not scored"]
         rows += [f"  {k.split(':', 1)[1]}: IoU {v:.4f}, AP {f.get('region_ap:' + k.split(':', 1)[1], 0):.4f}"
@@ -70,7 +74,7 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
                     batch_size: int = 32, log: Callable[[str], None] = print) -> LayoutReport:
     """Segment each ground-truth page's image with the layout model and score it (and read it, with a recogniser)."""
     model, device, autocast = open_layout_model(model_path, gpu, precision)
-    evaluation, report = LayoutEvaluation(tolerance), LayoutReport()
+    evaluation, inside, report = LayoutEvaluation(tolerance), LayoutEvaluation(tolerance), LayoutReport()
     found: list[tuple[Layout, Layout]] = []
     seconds = 0.0
     for xml in xml_paths:
@@ -85,6 +89,7 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
             continue
         # a page without region ground truth (timeus-1858's) scores its lines only
         counts = evaluation.add(truth, layout if truth.regions else replace(layout, regions=[]))
+        inside.add(replace(truth, regions=[]), replace(lines_inside(truth, layout), regions=[]))
         report.bands += bands
         report.per_page.append({"page": str(xml), "truth_lines": len(truth.lines), "found_lines": len(layout.lines),
                                 "baseline_f1": round(counts.f1, 4)})
@@ -92,6 +97,8 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
     if not found:
         raise UserError("no ground-truth page could be segmented")
     report.pages, report.figures = len(found), evaluation.summary()
+    report.figures.update(baseline_precision_inside=inside.baselines.precision, baseline_f1_inside=inside.baselines.f1,
+                          found_outside=evaluation.baselines.predicted - inside.baselines.predicted)
     report.seconds_per_page = seconds / len(found)
     if recognizer_path is not None:
         reading = read_both(found, recognizer_path, gpu, precision, batch_size, log)
@@ -117,6 +124,12 @@ def transcribed_area(truth: Layout):
     shapes = [Polygon(ln.polygon) if len(ln.polygon) >= 3 else _baseline(ln) for ln in truth.lines]
     area = shapely.union_all([s if s.is_valid else shapely.make_valid(s) for s in shapes])
     return area.buffer(line_band(truth) / 2)
+
+
+def lines_inside(truth: Layout, found: Layout) -> Layout:
+    """`found` with only its lines inside the truth's transcribed area."""
+    area = transcribed_area(truth)
+    return replace(found, lines=[line for line in found.lines if in_area(line, area)])
 
 
 def in_area(line: LayoutLine, area) -> bool:

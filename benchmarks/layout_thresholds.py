@@ -58,8 +58,8 @@ def main() -> int:
             counts[source] = counts[source] + baseline_counts(truth, found)
         total = sum(counts.values(), BaselineCounts())
         each = ", ".join(f"{k} {c.f1:.3f}" for k, c in sorted(counts.items()))
-        print(f"threshold {threshold:.2f} MIN_BASELINE {shortest:3} MIN_CONF {conf:.2f}: F1 {total.f1:.3f} (P {total.precision:.3f}, "
-              f"R {total.recall:.3f}); {each}")
+        print(f"threshold {threshold:.2f} MIN_BASELINE {shortest:3} MIN_CONF {conf:.2f}: F1 {total.f1:.3f} "
+              f"(P {total.precision:.3f}, R {total.recall:.3f}); {each}")
     return 0
 
 

@@ -171,9 +171,8 @@ def read_both(found: list[tuple[Layout, Layout]], recognizer_path: Path, gpu: st
             text = "\n".join(x.text.strip() for x in ordered.lines if x.text.strip())
             seg = readings.get(target.resolve(), {})
             segmented = "\n".join(r.text for r in seg.values() if r.text)
-            area = transcribed_area(truth)
             written = read_layout(target)       # the lines with the ids they were read under
-            kept = {ln.id for ln in written.lines if in_area(ln, area)}
+            kept = {ln.id for ln in lines_inside(truth, written).lines}
             outside += len(written.lines) - len(kept)
             transcribed = "\n".join(r.text for line_id, r in seg.items() if r.text and line_id in kept)
             gt = readings.get(Path(truth.xml_path).resolve(), {})

@@ -46,9 +46,10 @@ def main() -> int:
             lines = extract(probs, model.info, scale, reach=(up, down))
             found.append((truth, reading_order(Layout(truth.image_path, image.width, image.height, lines.regions,
                                                       lines.lines))))
-        segmented, from_truth = read_both(found, args.recognizer, "-1", "auto", 32, log=lambda _: None)
-        print(f"UP {up:.2f} DOWN {down:.2f}: page CER from the found lines {segmented:.2%}, from the ground-truth "
-              f"lines {from_truth:.2%} ({segmented / from_truth:.2f}x)", flush=True)
+        reading = read_both(found, args.recognizer, "-1", "auto", 32, log=lambda _: None)
+        print(f"UP {up:.2f} DOWN {down:.2f}: page CER from the found lines {reading.segmented:.2%}, from the "
+              f"ground-truth lines {reading.truth_lines:.2%} ({reading.segmented / reading.truth_lines:.2f}x)",
+              flush=True)
     return 0
 
 

@@ -67,7 +67,7 @@ class LayoutTask:
 
     def __init__(self, model: LayoutNet, pages: list[LayoutPage], tolerance: float):
         self.model, self.pages, self.tolerance = model, pages, tolerance
-        self.region_truth = 0       # true regions in the last validation
+        self.has_regions = any(p.has_regions for p in pages)    # else regions are not scored
 
     def losses(self, net: nn.Module, batch: PageBatch, device: torch.device, autocast) -> Tensor:
         with autocast:
@@ -93,9 +93,7 @@ class LayoutTask:
                                                   found.regions if page.has_regions else [], found.lines))
             pages += len(batch)
         figures = evaluation.summary()
-        has_regions = any(p.has_regions for p in self.pages)
-        self.region_truth = figures["region_truth"]     # for summary(); metrics.csv keeps its columns
-        score = (figures["baseline_f1"] + figures["region_miou"]) / 2 if has_regions else figures["baseline_f1"]
+        score = (figures["baseline_f1"] + figures["region_miou"]) / 2 if self.has_regions else figures["baseline_f1"]
         return {"loss": loss / max(pages, 1), "score": score, "baseline_f1": figures["baseline_f1"],
                 "baseline_precision": figures["baseline_precision"], "baseline_recall": figures["baseline_recall"],
                 "region_miou": figures["region_miou"], "region_ap": figures["region_ap"],
@@ -103,7 +101,7 @@ class LayoutTask:
 
     def summary(self, result: dict) -> str:
         regions = (f"region mIoU {result['region_miou']:.3f}, AP {result['region_ap']:.3f}"
-                   if self.region_truth else "no regions in the validation pages' ground truth")
+                   if self.has_regions else "no regions in the validation pages' ground truth")
         return (f"score {result['score']:.4f}, baseline F1 {result['baseline_f1']:.4f} "
                 f"(P {result['baseline_precision']:.3f} R {result['baseline_recall']:.3f}), {regions}")
 

@@ -13,7 +13,7 @@ from lxml import etree
 from loghi_ft.cli import main
 from loghi_ft.errors import PARTIAL, UserError
 from loghi_ft.evaluation.layout_metrics import baseline_counts
-from loghi_ft.layout.data import load_pages
+from loghi_ft.layout.data import Distortion, distort, load_pages
 from loghi_ft.layout.extract import extract
 from loghi_ft.layout.net import LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.layout.targets import rasterise, transformed
@@ -100,6 +100,43 @@ def test_training_pages_that_cannot_serve_are_named_and_skipped(tmp_path):
     assert any("no-lines.xml" in m and "baseline" in m for m in said)
     assert any("no-image.xml" in m and "missing.jpg" in m for m in said)
     assert max(pages[0].pixels.shape[:2]) == 512
+
+
+def slopes(layout) -> np.ndarray:
+    """Each baseline's direction in degrees, from its first point to its last."""
+    ends = np.array([[x.baseline[0], x.baseline[-1]] for x in layout.lines], dtype=np.float64)
+    d = ends[:, 1] - ends[:, 0]
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+
+
+def test_the_training_distortion_zooms_and_turns_pixels_and_lines_together_within_the_settings():
+    page = load_pages([PAGES[1]], 512, print)[0]
+    h, w = page.pixels.shape[:2]
+    before = np.concatenate([np.asarray(x.baseline, dtype=np.float64) for x in page.layout.lines])
+    pixels, layout = distort(page.pixels, page.layout, np.random.default_rng(0), Distortion(0.6, 0.6, 0))
+    after = np.concatenate([np.asarray(x.baseline, dtype=np.float64) for x in layout.lines])
+    assert pixels.shape[:2] == (round(h * 0.6), round(w * 0.6))
+    assert np.abs(after - before * 0.6).max() < 1.0     # zoomed about the page's centre, then re-centred
+    turns = []
+    for seed in range(40):
+        how = Distortion(1.0, 1.0, 5.0)
+        _, layout = distort(page.pixels, page.layout, np.random.default_rng(seed), how)
+        change = slopes(layout) - slopes(page.layout)
+        assert np.ptp(change) < 0.01    # every line turns by the same angle
+        turns.append(change.mean())
+    assert max(map(abs, turns)) <= 5.0 and max(turns) > 3.5 and min(turns) < -3.5
+    _, layout = distort(page.pixels, page.layout, np.random.default_rng(1), Distortion(0.8, 1.2, 0))
+    assert np.abs(slopes(layout) - slopes(page.layout)).max() < 0.01
+
+
+@pytest.mark.parametrize("option", [["--aug-zoom-out", "1.3", "--aug-zoom-in", "1.1"], ["--aug-zoom-out", "0"],
+                                    ["--aug-turn", "-1"]])
+def test_segtrain_refuses_a_distortion_it_cannot_make(tmp_path, option, capsys):
+    status = main(["segtrain", "--train", str(PAGES[1]), "--val", str(PAGES[1]), "--output", str(tmp_path),
+                   "--model-name", "x", *option])
+    assert status != 0
+    assert option[0] in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_segment_writes_valid_pages_and_names_what_it_cannot_read(tmp_path, capsys):

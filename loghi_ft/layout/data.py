@@ -72,11 +72,19 @@ class PageBatch:
         return self
 
 
+@dataclass(frozen=True)
+class Distortion:
+    """How far a training page may be zoomed (a factor from zoom_out to zoom_in) and turned (degrees either way)."""
+    zoom_out: float = 0.8
+    zoom_in: float = 1.2
+    turn: float = 2.0
+
+
 class PageSet(Dataset):
     """Items (pixels, maps, types, index, has_regions); training keys (page, epoch) seed each page's distortion."""
 
-    def __init__(self, pages: list[LayoutPage], region_types: list[str], line_types: list[str], augment: bool,
-                 seed: int, crop: int = 0):
+    def __init__(self, pages: list[LayoutPage], region_types: list[str], line_types: list[str],
+                 augment: Distortion | None, seed: int, crop: int = 0):
         self.pages, self.region_types, self.line_types = pages, region_types, line_types
         self.augment, self.seed, self.crop = augment, seed, crop
 
@@ -90,17 +98,18 @@ class PageSet(Dataset):
         if self.augment or self.crop:
             rng = np.random.default_rng([self.seed, epoch, i])
             if self.augment:
-                pixels, layout = distort(pixels, layout, rng)
+                pixels, layout = distort(pixels, layout, rng, self.augment)
             if self.crop:
                 pixels, layout = window(pixels, layout, rng, self.crop)
         maps, types = rasterise(layout, pixels.shape[:2], self.region_types, self.line_types)
         return pixels, maps, types, i, page.has_regions
 
 
-def distort(pixels: np.ndarray, layout: Layout, rng: np.random.Generator) -> tuple[np.ndarray, Layout]:
-    """A random zoom (0.8-1.2) and turn (up to 2 degrees), then contrast, brightness, colour and blur changes."""
+def distort(pixels: np.ndarray, layout: Layout, rng: np.random.Generator,
+            how: Distortion = Distortion()) -> tuple[np.ndarray, Layout]:
+    """A random zoom and turn within `how`, then contrast, brightness, colour and blur changes."""
     h, w = pixels.shape[:2]
-    zoom, angle = rng.uniform(0.8, 1.2), rng.uniform(-2, 2)
+    zoom, angle = rng.uniform(how.zoom_out, how.zoom_in), rng.uniform(-how.turn, how.turn)
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
     size = (max(32, round(w * zoom)), max(32, round(h * zoom)))
     matrix[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2

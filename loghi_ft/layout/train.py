@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 from loghi_ft.devices import worker_count
 from loghi_ft.errors import UserError
 from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
-from loghi_ft.layout.data import LayoutPage, PageBatch, PageSet, collate, load_pages, page_sizes, with_types
+from loghi_ft.layout.data import (Distortion, LayoutPage, PageBatch, PageSet, collate, load_pages, page_sizes,
+                                  with_types)
 from loghi_ft.layout.extract import extract
 from loghi_ft.layout.net import BACKBONES, LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.model.adapt import follow_batch_statistics
@@ -30,6 +31,7 @@ from loghi_ft.train.settings import HARDWARE, MODEL, TRAINING, RunSettings
 
 DATA = "data"
 BASELINE_WEIGHT = 5.0
+AUGMENTATION = "augmentation (each training page, each epoch)"
 
 
 @dataclass
@@ -46,7 +48,13 @@ class SegTrainSettings(RunSettings):
                             group=MODEL)
     tolerance: float = setting(10.0, "validation: a baseline point within this many page pixels of the truth scores "
                                "fully (Transkribus scheme; falls to 0 at 3x)", group=MODEL)
-    no_augment: bool = setting(False, "no zoom, turn, contrast, colour or blur changes", group=MODEL)
+    no_augment: bool = setting(False, "no zoom, turn, contrast, colour or blur changes", group=AUGMENTATION)
+    aug_zoom_out: float = setting(Distortion.zoom_out, "smallest random zoom of a training page (1: none)",
+                                  group=AUGMENTATION)
+    aug_zoom_in: float = setting(Distortion.zoom_in, "largest random zoom of a training page (1: none)",
+                                 group=AUGMENTATION)
+    aug_turn: float = setting(Distortion.turn, "random turn of a training page, up to this many degrees either way",
+                              group=AUGMENTATION)
     epochs: int = setting(60, "passes over the training pages", group=TRAINING)
     batch_size: int = setting(2, "pages per optimizer step", group=TRAINING)
     learning_rate: float = setting(0.002, "peak learning rate, reached after the warm-up (0.0005 suits fine-tuning "
@@ -164,9 +172,10 @@ def segtrain(s: SegTrainSettings) -> Path | None:
     options = dict(num_workers=workers, collate_fn=collate, worker_init_fn=quiet_worker, persistent_workers=workers > 0,
                    pin_memory=place.device.type == "cuda", generator=torch.Generator().manual_seed(s.seed))
     sampler = WidthBatches(page_sizes(pages), s.batch_size, s.seed, place.rank, place.world, pool=8)
-    train_loader = DataLoader(PageSet(pages, regions, line_types, not s.no_augment, s.seed, s.crop), batch_sampler=sampler,
+    augment = None if s.no_augment else Distortion(s.aug_zoom_out, s.aug_zoom_in, s.aug_turn)
+    train_loader = DataLoader(PageSet(pages, regions, line_types, augment, s.seed, s.crop), batch_sampler=sampler,
                               **options)
-    val_loader = DataLoader(PageSet(val, regions, line_types, False, s.seed), batch_size=1, **options)
+    val_loader = DataLoader(PageSet(val, regions, line_types, None, s.seed), batch_size=1, **options)
     model.to(place.device)
     step = optimisation(s, place, model, len(sampler), resume_from)
     progress = step.progress
@@ -217,6 +226,10 @@ def check(s: SegTrainSettings) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(s, name)}")
     if s.size < 256:
         raise UserError(f"--size {s.size} is too small to see lines (at least 256)")
+    if not 0 < s.aug_zoom_out <= s.aug_zoom_in:
+        raise UserError(f"--aug-zoom-out {s.aug_zoom_out} and --aug-zoom-in {s.aug_zoom_in}: give 0 < out <= in")
+    if not 0 <= s.aug_turn <= 45:
+        raise UserError(f"--aug-turn {s.aug_turn} must be between 0 and 45 degrees")
 
 
 def grown(base: LayoutNet, info: LayoutInfo) -> LayoutNet:

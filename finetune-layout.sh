@@ -68,8 +68,8 @@ finish_training "$RUN_DIR" $? val_score
 awk -F, -v best="$(json_number "$BEST_VAL/model.json" step)" '
   NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i
             printf "%-28s %-8s %-12s %s\n", "validation", "score", "baseline F1", "region mIoU"; next }
-  function show(label) { printf "    %-24s %-8.4f %-12.4f %.4f\n", label, $col["val_score"], $col["val_baseline_f1"],
-                                $col["val_region_miou"] }
+  function show(label) { printf "    %-24s %-8.4f %-12.4f %s\n", label, $col["val_score"], $col["val_baseline_f1"],
+                                $col["val_region_miou"] == "" ? "none" : sprintf("%.4f", $col["val_region_miou"]) }
   $col["step"] == 0 && !base++ { show("base model") }
   $col["step"] == best { row = $0; epoch = $col["epoch"] }
   END { $0 = row; show("best_val (epoch " epoch ")") }' "$RUN_DIR/metrics.csv"

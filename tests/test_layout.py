@@ -1,5 +1,7 @@
 """The layout model's own parts: targets and extraction, the model folder, class growth, segmenting pages."""
 
+import contextlib
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -13,12 +15,13 @@ from lxml import etree
 from loghi_ft.cli import main
 from loghi_ft.errors import PARTIAL, UserError
 from loghi_ft.evaluation.layout_metrics import baseline_counts
-from loghi_ft.layout.data import Distortion, distort, load_pages
+from loghi_ft.layout.data import Distortion, PageSet, collate, distort, load_pages
 from loghi_ft.layout.extract import extract
 from loghi_ft.layout.net import LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.layout.targets import rasterise, transformed
-from loghi_ft.layout.train import grown
+from loghi_ft.layout.train import LayoutTask, grown
 from loghi_ft.pages.layout import read_layout
+from loghi_ft.train.reporting import write_metrics
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCHEMA = DATA / "kraken-fixtures" / "schemas" / "pagecontent-2019-07-15.xsd"
@@ -100,6 +103,30 @@ def test_training_pages_that_cannot_serve_are_named_and_skipped(tmp_path):
     assert any("no-lines.xml" in m and "baseline" in m for m in said)
     assert any("no-image.xml" in m and "missing.jpg" in m for m in said)
     assert max(pages[0].pixels.shape[:2]) == 512
+
+
+@pytest.mark.parametrize("xml, regions", [(PAGES[2], False), (PAGES[1], True)], ids=["timeus", "htromance"])
+def test_validation_leaves_the_region_figures_out_on_pages_without_region_truth(xml, regions, tmp_path):
+    torch.manual_seed(0)
+    info = tiny_info()
+    pages = load_pages([xml], info.size, print)
+    loader = torch.utils.data.DataLoader(PageSet(pages, info.region_types, info.line_types, None, 0),
+                                         batch_size=1, collate_fn=collate)
+    task = LayoutTask(LayoutNet(info).eval(), pages, 10.0)
+    result = task.validate(loader, torch.device("cpu"), contextlib.nullcontext(), None)
+    if regions:
+        assert 0 <= result["region_miou"] < 1 and result["score"] < result["baseline_f1"] + 1e-9
+        assert "region mIoU" in task.summary(result)
+    else:   # timeus-1858 has one region without coordinates: nothing to score, and 1.0 would say all is right
+        assert result["region_miou"] is None and result["region_ap"] is None
+        assert result["score"] == result["baseline_f1"]
+        assert "no regions in the validation pages' ground truth" in task.summary(result)
+    rows = [{"epoch": 1, "step": 5, "train_loss": 1.0, "val_loss": result["loss"],
+             **{f"val_{k}": result[k] for k in ("score", "baseline_f1", "region_miou")}}]
+    write_metrics(tmp_path, rows, "score", ("score", "baseline_f1", "region_miou"))
+    [row] = list(csv.DictReader(open(tmp_path / "metrics.csv", encoding="utf-8")))
+    assert (row["val_region_miou"] == "") == (not regions)
+    assert (tmp_path / "score.png").stat().st_size > 1000
 
 
 def slopes(layout) -> np.ndarray:

@@ -467,7 +467,9 @@ def validate_and_keep(v: Validation, p: Progress, train_loss: float, speed: floa
         score = result[task.metric]
         improved = p.best is None or (score > p.best if task.higher_is_better else score < p.best)
         lr = optimizer.param_groups[0]["lr"]
-        figures = {f"val_{k}": round(x, 6) for k, x in result.items() if k not in ("loss", "samples_per_s")}
+        # None: a figure this validation could not measure (regions on pages without region ground truth)
+        figures = {f"val_{k}": None if x is None else round(x, 6) for k, x in result.items()
+                   if k not in ("loss", "samples_per_s")}
         p.rows.append({"epoch": shown_epoch, "step": p.step, "train_loss": round(train_loss, 5),
                        "val_loss": round(result["loss"], 5), **figures, "lr": lr,
                        f"train_{unit}_per_s": round(speed, 2), f"val_{unit}_per_s": round(result["samples_per_s"], 2),
@@ -483,7 +485,7 @@ def validate_and_keep(v: Validation, p: Progress, train_loss: float, speed: floa
         # resumes from here rather than from nothing
         write_checkpoint(v.run_dir, task.save, optimizer, dict(asdict(p), args=v.settings))
         if v.writer:
-            for key in ("val_loss", *figures):
+            for key in ("val_loss", *(k for k, x in figures.items() if x is not None)):
                 v.writer.add_scalar(key.replace("_", "/", 1), p.rows[-1][key], p.step)
         trained = f"train loss {train_loss:.3f}, " if p.step else "the starting model: "
         v.log(f"epoch {shown_epoch} step {p.step}: {trained}val loss {result['loss']:.3f}, {task.summary(result)}, "

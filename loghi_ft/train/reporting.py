@@ -15,7 +15,7 @@ from loghi_ft.atomic import write_atomic
 
 def write_metrics(run_dir: Path, rows: list[dict], metric: str = "cer", plotted: tuple[str, ...] = ("cer",)) -> None:
     """metrics.csv, loss.png and METRIC.png (the `plotted` validation figures) from all validations so far, each
-    replaced atomically."""
+    replaced atomically. A figure that is None was not measured: empty in the CSV, a gap in the plot."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -30,7 +30,10 @@ def write_metrics(run_dir: Path, rows: list[dict], metric: str = "cer", plotted:
                                  (f"{metric}.png", tuple(figures), FIGURE_NAMES.get(metric, metric))):
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         for key, label in series:
-            ax.plot(steps, [r[key] for r in rows], marker="o", markersize=3, label=label)
+            values = [r[key] for r in rows]
+            if any(x is not None for x in values):
+                ax.plot(steps, [float("nan") if x is None else x for x in values], marker="o", markersize=3,
+                        label=label)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(ylabel)
         if name != "loss.png":

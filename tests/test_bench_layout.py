@@ -2,17 +2,24 @@
 end-to-end CER through `loghi-ft infer`, on real pages."""
 
 import dataclasses
+import json
+import os
+import re
+import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
 
+from loghi_ft.cli import main
+from loghi_ft.layout.extract import DOWN, MIN_BASELINE, MIN_CONF, UP
 from loghi_ft.pages.layout import write_layout
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_layout  # noqa: E402
 
 RECOGNIZER = ROOT / "models" / "timeus-1858-small"
+LAYOUT = ROOT / "models" / "layout-base"
 
 
 def test_page_sets_are_the_test_splits_and_iforal(data_dir):
@@ -87,3 +94,35 @@ def test_end_to_end_cer_of_the_true_lines_found_again_equals_that_of_the_truth(t
     assert cers["more lines"] > cers["copy lines"] + 0.03
     assert cers["more lines in the transcribed area (3 outside)"] == pytest.approx(cers["copy lines"], abs=0.005)
     assert cers["copy lines in the transcribed area (0 outside)"] == cers["copy lines"]
+
+
+def run_script(name: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.slow  # three tools each segment one page, two of them read it: about 60 s on 2 busy cores
+def test_the_tuning_scripts_at_the_shipped_settings_give_what_segeval_gives(tmp_path, data_dir):
+    # layout_thresholds and layout_polygons chose extract's thresholds and polygon reach on validation pages; at
+    # the settings they chose, each must measure what `loghi-ft segeval` measures on the same page
+    page = data_dir / "timeus-1858" / "PH 1858-1.xml"     # a val page
+    listed = tmp_path / "val.txt"
+    listed.write_text(f"{page}\n", encoding="utf-8")
+    report = tmp_path / "segeval.json"
+    assert main(["segeval", "--model", str(LAYOUT), "--recognizer", str(RECOGNIZER), "--json", str(report),
+                 str(page)]) == 0
+    measured = json.loads(report.read_text(encoding="utf-8"))
+    assert measured["figures"]["region_miou"] is None    # timeus-1858 draws no region
+    thresholds = run_script("layout_thresholds.py", "--model", str(LAYOUT), "--pages", str(listed), "--shortest",
+                            str(MIN_BASELINE), "--conf", str(MIN_CONF))
+    f1 = re.search(r"F1 (\d\.\d+) \(P (\d\.\d+), R (\d\.\d+)\)", thresholds)
+    assert float(f1[1]) == pytest.approx(measured["figures"]["baseline_f1"], abs=0.0005)
+    assert float(f1[3]) == pytest.approx(measured["figures"]["baseline_recall"], abs=0.0005)
+    polygons = run_script("layout_polygons.py", "--model", str(LAYOUT), "--recognizer", str(RECOGNIZER), "--pages",
+                          str(listed), "--settings", f"{UP}/{DOWN}")
+    cers = re.search(r"found lines (\d+\.\d+)%, from the ground-truth lines (\d+\.\d+)%", polygons)
+    assert float(cers[1]) / 100 == pytest.approx(measured["cer_segmented"], abs=0.0001)
+    assert float(cers[2]) / 100 == pytest.approx(measured["cer_truth_lines"], abs=0.0001)
+    assert measured["cer_segmented"] > measured["cer_truth_lines"] > 0

@@ -196,7 +196,9 @@ def test_region_figures_say_when_the_truth_has_no_region():
     evaluation = LayoutEvaluation()
     page = Layout("p.jpg", 1000, 1000, [], [LayoutLine("l1", line(100), [])])
     evaluation.add(page, Layout("p.jpg", 1000, 1000, [], [LayoutLine("l1", line(100), [])]))
-    assert evaluation.summary()["region_truth"] == 0
+    summary = evaluation.summary()
+    assert summary["region_truth"] == 0
+    assert summary["region_miou"] is None and summary["region_ap"] is None and summary["region_ap50"] is None
     evaluation.add(Layout("q.jpg", 1000, 1000, [square(0, 0, 100)], []), Layout("q.jpg", 1000, 1000, [], []))
     summary = evaluation.summary()
     assert summary["region_truth"] == 1 and summary["region_miou"] == 0.0

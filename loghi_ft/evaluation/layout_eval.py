@@ -23,7 +23,7 @@ import shapely
 from shapely.geometry import LineString, Point, Polygon
 
 from loghi_ft.errors import UserError
-from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
+from loghi_ft.evaluation.layout_metrics import BaselineCounts, LayoutEvaluation, baseline_counts
 from loghi_ft.evaluation.metrics import ErrorCounts, char_errors
 from loghi_ft.layout.segment import open_layout_model, segment_image
 from loghi_ft.pages.layout import Layout, LayoutLine, line_band, read_layout, reading_order, write_layout
@@ -74,7 +74,7 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
                     batch_size: int = 32, log: Callable[[str], None] = print) -> LayoutReport:
     """Segment each ground-truth page's image with the layout model and score it (and read it, with a recogniser)."""
     model, device, autocast = open_layout_model(model_path, gpu, precision)
-    evaluation, inside, report = LayoutEvaluation(tolerance), LayoutEvaluation(tolerance), LayoutReport()
+    evaluation, inside, report = LayoutEvaluation(tolerance), BaselineCounts(), LayoutReport()
     found: list[tuple[Layout, Layout]] = []
     seconds = 0.0
     for xml in xml_paths:
@@ -89,7 +89,8 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
             continue
         # a page without region ground truth (timeus-1858's) scores its lines only
         counts = evaluation.add(truth, layout if truth.regions else replace(layout, regions=[]))
-        inside.add(replace(truth, regions=[]), replace(lines_inside(truth, layout), regions=[]))
+        inside += baseline_counts([x.baseline for x in truth.lines],
+                                  [x.baseline for x in lines_inside(truth, layout).lines], tolerance)
         report.bands += bands
         report.per_page.append({"page": str(xml), "truth_lines": len(truth.lines), "found_lines": len(layout.lines),
                                 "baseline_f1": round(counts.f1, 4)})
@@ -97,8 +98,8 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
     if not found:
         raise UserError("no ground-truth page could be segmented")
     report.pages, report.figures = len(found), evaluation.summary()
-    report.figures.update(baseline_precision_inside=inside.baselines.precision, baseline_f1_inside=inside.baselines.f1,
-                          found_outside=evaluation.baselines.predicted - inside.baselines.predicted)
+    report.figures.update(baseline_precision_inside=inside.precision, baseline_f1_inside=inside.f1,
+                          found_outside=evaluation.baselines.predicted - inside.predicted)
     report.seconds_per_page = seconds / len(found)
     if recognizer_path is not None:
         reading = read_both(found, recognizer_path, gpu, precision, batch_size, log)

@@ -248,12 +248,15 @@ def region_scores(truth: list[Region], predicted: list[Region], width: int, heig
     return evaluation.result()
 
 
-def layout_summary(baselines: BaselineCounts, regions: dict) -> dict[str, float]:
+def layout_summary(baselines: BaselineCounts, regions: dict) -> dict[str, float | None]:
     """A flat dict for tables and JSON: overall figures (region_truth: how many true regions the region figures
-    measure), then region_iou:NAME, region_ap:NAME, region_ap50:NAME."""
+    measure; with none they are None, as they would score nothing against nothing), then region_iou:NAME,
+    region_ap:NAME, region_ap50:NAME."""
+    scored = regions["truth"] > 0
     summary = {"baseline_precision": baselines.precision, "baseline_recall": baselines.recall,
-               "baseline_f1": baselines.f1, "region_miou": regions["iou"], "region_ap": regions["ap"],
-               "region_ap50": regions["ap50"], "region_truth": regions["truth"]}
+               "baseline_f1": baselines.f1, "region_miou": regions["iou"] if scored else None,
+               "region_ap": regions["ap"] if scored else None, "region_ap50": regions["ap50"] if scored else None,
+               "region_truth": regions["truth"]}
     for name, scores in regions["classes"].items():
         for key in ("iou", "ap", "ap50"):
             summary[f"region_{key}:{name}"] = scores[key]

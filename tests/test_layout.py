@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,11 +17,12 @@ from loghi_ft.cli import main
 from loghi_ft.errors import PARTIAL, UserError
 from loghi_ft.evaluation.layout_metrics import baseline_counts
 from loghi_ft.layout.data import Distortion, PageSet, collate, distort, load_pages
-from loghi_ft.layout.extract import extract
+from loghi_ft.layout.extract import extract, line_spacing
 from loghi_ft.layout.net import LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.layout.targets import rasterise, transformed
-from loghi_ft.layout.train import LayoutTask, grown
-from loghi_ft.pages.layout import read_layout
+from loghi_ft.layout.segment import rescaled_size
+from loghi_ft.layout.train import LayoutTask, grown, spacing_of
+from loghi_ft.pages.layout import LayoutLine, read_layout
 from loghi_ft.train.reporting import write_metrics
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -71,11 +73,15 @@ def test_a_fine_tune_keeps_the_base_classes_and_adds_the_new_ones():
 
 def test_the_model_folder_reloads_the_same_model_and_says_what_it_is(tmp_path):
     torch.manual_seed(0)
-    model = LayoutNet(tiny_info()).eval()
+    model = LayoutNet(dataclasses.replace(tiny_info(), spacing=[10.5, 12.0, 20.25])).eval()
     save_layout_model(model, tmp_path / "m")
     record = json.loads((tmp_path / "m" / "model.json").read_text())
     assert (record["kind"], record["region_types"], record["size"]) == ("layout", ["MainZone", "NumberingZone"], 256)
     again = load_layout_model(tmp_path / "m")
+    assert again.info.spacing == [10.5, 12.0, 20.25]
+    del record["spacing"]       # a model saved before the spacing was kept: not rescaled
+    (tmp_path / "m" / "model.json").write_text(json.dumps(record))
+    assert load_layout_model(tmp_path / "m").info.spacing == []
     x = torch.rand(1, 3, 64, 80)
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
@@ -127,6 +133,43 @@ def test_validation_leaves_the_region_figures_out_on_pages_without_region_truth(
     [row] = list(csv.DictReader(open(tmp_path / "metrics.csv", encoding="utf-8")))
     assert (row["val_region_miou"] == "") == (not regions)
     assert (tmp_path / "score.png").stat().st_size > 1000
+
+
+def ruled(spacing: float, count: int = 8, x0: float = 100, x1: float = 900) -> list[LayoutLine]:
+    """Level baselines `spacing` pixels apart."""
+    return [LayoutLine(f"l{k}", [(x0, 50 + k * spacing), (x1, 50 + k * spacing)], []) for k in range(count)]
+
+
+def test_line_spacing_is_the_distance_to_the_baseline_above_where_there_is_one():
+    lines = [np.asarray(x.baseline) for x in ruled(20.0)]
+    assert line_spacing(lines, (1000, 1000)) == pytest.approx(20.0)
+    # a second column further down, 30 apart: its own neighbours count, the first column's do not reach across
+    lines += [np.asarray(x.baseline) + [1000, 0] for x in ruled(30.0, count=12)]
+    assert line_spacing(lines, (1000, 2000)) == pytest.approx(30.0)
+    assert line_spacing(lines[:1], (1000, 1000)) is None
+
+
+def test_pages_spaced_closer_than_the_training_pages_are_enlarged_to_their_median_within_limits():
+    info = LayoutInfo(["MainZone"], [], size=1024, spacing=[20.0, 25.0, 45.0])
+    shape = (3000, 2000)
+    # found at 0.5 model pixels per page pixel: 40 page pixels apart are 20 at the model's scale, inside the range
+    assert rescaled_size(info, ruled(40.0), shape, 0.5) is None
+    assert rescaled_size(info, ruled(90.0), shape, 0.5) is None
+    # 32 page pixels: 16 at the model's scale, smaller than any but 5% of the training pages': to 25, 1600 px
+    assert rescaled_size(info, ruled(32.0), shape, 0.5) == 1600
+    assert rescaled_size(info, ruled(20.0), shape, 0.5) == 2048      # 10 apart would need 2560: at most twice
+    assert rescaled_size(info, ruled(120.0), shape, 0.5) is None     # wider: sparse pages, not large writing
+    assert rescaled_size(info, ruled(32.0, count=1), shape, 0.5) is None   # nothing to measure
+    assert rescaled_size(LayoutInfo(["MainZone"], [], size=1024), ruled(32.0), shape, 0.5) is None  # not known
+
+
+def test_a_trained_model_keeps_its_training_pages_spacing():
+    pages = load_pages(PAGES, 1024, print)
+    low, typical, high = spacing_of(pages)
+    each = sorted(line_spacing([np.asarray(x.baseline) for x in p.layout.lines], p.pixels.shape[:2]) for p in pages)
+    assert low < typical < high and typical == pytest.approx(each[1], abs=0.01)
+    assert each[0] <= low and high <= each[2]
+    assert spacing_of([]) == []
 
 
 def slopes(layout) -> np.ndarray:

@@ -37,6 +37,7 @@ class LayoutReport:
     #                                                     transcribed area, found_outside: how many are not
     seconds_per_page: float = 0.0                       # segmentation alone (model + extraction)
     bands: int = 0
+    rescaled: int = 0                                   # pages segmented again at another size (segment_image)
     cer_segmented: float | None = None                  # text read from the found lines vs the page's text
     cer_transcribed: float | None = None                # the same, from the found lines in the transcribed area only
     lines_outside: int = 0                              # found lines outside it (not in cer_transcribed)
@@ -57,6 +58,9 @@ class LayoutReport:
                  for k, v in f.items() if k.startswith("region_iou:")]
         if self.bands:
             rows.append(f"{self.bands} line polygons drawn as bands around their baselines")
+        if self.rescaled:
+            rows.append(f"{self.rescaled} pages segmented again, larger (lines closer together than the training "
+                        "pages')")
         if self.cer_segmented is not None:
             def ratio(cer: float) -> str:
                 return f"{cer / self.cer_truth_lines:.2f}x" if self.cer_truth_lines else "-"
@@ -81,7 +85,8 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
         try:
             truth = read_layout(xml)
             start = time.perf_counter()
-            layout, bands, _ = segment_image(model, Path(truth.image_path), device, autocast)
+            page = segment_image(model, Path(truth.image_path), device, autocast)
+            layout = page.layout
             seconds += time.perf_counter() - start
         except (UserError, OSError) as exc:
             report.skipped.append(f"{xml}: {exc}")
@@ -91,7 +96,8 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
         counts = evaluation.add(truth, layout if truth.regions else replace(layout, regions=[]))
         inside += baseline_counts([x.baseline for x in truth.lines],
                                   [x.baseline for x in lines_inside(truth, layout).lines], tolerance)
-        report.bands += bands
+        report.bands += page.bands
+        report.rescaled += page.size != model.info.size
         report.per_page.append({"page": str(xml), "truth_lines": len(truth.lines), "found_lines": len(layout.lines),
                                 "baseline_f1": round(counts.f1, 4)})
         found.append((truth, layout))

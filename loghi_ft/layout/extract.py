@@ -110,10 +110,17 @@ def _polyline(points: np.ndarray) -> np.ndarray:
     return simple.astype(np.float64) if len(simple) >= 2 else line[[0, -1]]
 
 
-def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """For each line, its columns xs, and per column the distance to the nearest baseline above and below
-    (the page's median gap where no neighbour overlaps it)."""
-    h, w = shape
+def line_spacing(lines: list[np.ndarray], shape: tuple[int, int]) -> float | None:
+    """The page's median distance from a baseline to the nearest one above it (over the columns where one is), in
+    the lines' pixels; None when no line has another above it."""
+    above, _ = _neighbours(_spans(lines, shape))
+    seen = np.concatenate([g[np.isfinite(g)] for g in above] + [np.zeros(0)])
+    return float(np.median(seen)) if len(seen) else None
+
+
+def _spans(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each line's columns xs (within the page, MARGIN beyond its ends) and its baseline's height ys there."""
+    w = shape[1]
     spans = []
     for line in lines:
         # the skeleton stops short of the ends of a baseline; a line's first and last letters reach beyond them
@@ -122,6 +129,11 @@ def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tupl
         order = np.argsort(line[:, 0])
         ys = np.interp(xs, line[order, 0], line[order, 1]) if len(xs) else np.zeros(0)
         spans.append((xs, ys))
+    return spans
+
+
+def _neighbours(spans: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per line and column, the distance to the nearest baseline above and below (inf where none overlaps)."""
     above = [np.full(len(xs), np.inf) for xs, _ in spans]
     below = [np.full(len(xs), np.inf) for xs, _ in spans]
     for i, (xi, yi) in enumerate(spans):
@@ -133,6 +145,15 @@ def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tupl
             d = yi[a] - yj[b]  # > 0: line j is above line i
             above[i][a] = np.where(d > 0, np.minimum(above[i][a], d), above[i][a])
             below[i][a] = np.where(d < 0, np.minimum(below[i][a], -d), below[i][a])
+    return above, below
+
+
+def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each line, its columns xs, and per column the distance to the nearest baseline above and below
+    (the page's median gap where no neighbour overlaps it)."""
+    h = shape[0]
+    spans = _spans(lines, shape)
+    above, below = _neighbours(spans)
     seen = np.concatenate([g[np.isfinite(g)] for g in above] + [np.zeros(0)])
     typical = float(np.median(seen)) if len(seen) else max(12.0, 0.04 * h)
     typical = min(typical, 0.25 * h)

@@ -38,6 +38,9 @@ class LayoutInfo:
     size: int = 1024                    # pages are scaled so that their longer side is this many pixels
     backbone: str = "mobilenet_v3_large"
     width: int = 32                     # decoder channels
+    # the training pages' baseline spacing at `size` (5th percentile, median, 95th): a page spaced closer than the
+    # 5th is segmented again at the size that gives it the median ([]: not known, pages are not rescaled)
+    spacing: list[float] = field(default_factory=list)
     training: dict = field(default_factory=dict)
     version: str = __version__
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,7 +18,7 @@ from loghi_ft.errors import UserError
 from loghi_ft.evaluation.layout_metrics import LayoutEvaluation
 from loghi_ft.layout.data import (Distortion, LayoutPage, PageBatch, PageSet, collate, load_pages, page_sizes,
                                   with_types)
-from loghi_ft.layout.extract import extract
+from loghi_ft.layout.extract import extract, line_spacing
 from loghi_ft.layout.net import BACKBONES, LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.model.adapt import follow_batch_statistics
 from loghi_ft.pages.documents import find_pages
@@ -161,7 +162,7 @@ def segtrain(s: SegTrainSettings) -> Path | None:
     regions, line_types = with_types(pages + val, base.info.region_types if base else [],
                                      base.info.line_types if base else [])
     info = LayoutInfo(regions, line_types, size, base.info.backbone if base else s.backbone,
-                      base.info.width if base else LayoutInfo.width)
+                      base.info.width if base else LayoutInfo.width, spacing=spacing_of(pages))
     model = grown(base, info) if base else LayoutNet(info)
     # torchvision's MobileNetV3 keeps BatchNorm statistics with momentum 0.01: after a few hundred steps they still
     # remember the untrained network, and the model reads nothing in eval mode while it reads well in train mode
@@ -190,6 +191,9 @@ def segtrain(s: SegTrainSettings) -> Path | None:
         f"at {size} px; regions: {', '.join(regions) or 'none'}; line types: {', '.join(line_types) or 'none'}")
     log(f"{len(pages)} training pages, {len(val)} validation pages ({mode}); {len(sampler)} steps per epoch on "
         f"{place.device} x{place.world}")
+    if info.spacing:
+        log(f"baseline spacing of the training pages at {size} px: median {info.spacing[1]:.1f} (5th-95th percentile "
+            f"{info.spacing[0]:.1f}-{info.spacing[2]:.1f}); `segment` rescales pages spaced outside that")
     if resume_from:
         log(f"resuming from {resume_from}: epoch {progress.epoch + 1}, step {progress.step}")
     task = LayoutTask(model, val, s.tolerance)
@@ -201,6 +205,15 @@ def segtrain(s: SegTrainSettings) -> Path | None:
         return None
     print(f"best_val: {run_dir / 'best_val'} (val score {progress.best:.4f})", flush=True)
     return run_dir / "best_val"
+
+
+def spacing_of(pages: list[LayoutPage]) -> list[float]:
+    """The 5th percentile, median and 95th percentile of the pages' baseline spacing at the model's scale (the
+    training pages' own: what the model learnt to read); [] when no page has lines above one another."""
+    spacings = [line_spacing([np.asarray(x.baseline, dtype=np.float64) for x in p.layout.lines], p.pixels.shape[:2])
+                for p in pages]
+    spacings = [x for x in spacings if x is not None]
+    return [round(float(x), 2) for x in np.percentile(spacings, [5, 50, 95])] if spacings else []
 
 
 def page_files(inputs: list[Path]) -> list[Path]:

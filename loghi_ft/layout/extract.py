@@ -118,6 +118,20 @@ def line_spacing(lines: list[np.ndarray], shape: tuple[int, int]) -> float | Non
     return float(np.median(seen)) if len(seen) else None
 
 
+# a page is enlarged at most this much beyond the model's size: time and memory grow with the square
+ENLARGE_LIMIT = 2.0
+
+
+def enlarged_size(size: int, trained: list[float], spacing: float | None) -> int | None:
+    """The longer side that gives a page whose baselines are `spacing` pixels apart at `size` the median spacing
+    of the model's training pages, when it is closer than their 5th percentile (`trained`: 5th percentile,
+    median, 95th; segment.rescaled_size says why never smaller); else None. At most ENLARGE_LIMIT x size."""
+    if len(trained) != 3 or spacing is None or spacing <= 0 or spacing >= trained[0]:
+        return None
+    larger = min(round(size * trained[1] / spacing), round(size * ENLARGE_LIMIT))
+    return larger if larger > size else None
+
+
 def _spans(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each line's columns xs (within the page, MARGIN beyond its ends) and its baseline's height ys there."""
     w = shape[1]

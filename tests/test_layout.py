@@ -163,26 +163,6 @@ def test_pages_spaced_closer_than_the_training_pages_are_enlarged_to_their_media
     assert rescaled_size(LayoutInfo(["MainZone"], [], size=1024), ruled(32.0), shape, 0.5) is None  # not known
 
 
-def test_a_fine_tune_sees_pages_with_lines_closer_than_the_bases_enlarged_as_segment_will():
-    guarda = Path(__file__).resolve().parents[1] / "samples" / "test" / "foral_de_guarda_1217" / "1.xml"
-    [plain] = load_pages([guarda], 1024, print)
-    [enlarged] = load_pages([guarda], 1024, print, spacing=[20.29, 24.67, 46.71])
-    spacing = line_spacing([np.asarray(x.baseline) for x in plain.layout.lines], plain.pixels.shape[:2])
-    assert max(plain.pixels.shape[:2]) == 1024 and spacing < 20.29       # about 14: a charter photographed whole
-    assert max(enlarged.pixels.shape[:2]) == round(1024 * 24.67 / spacing)
-    assert enlarged.scale == pytest.approx(plain.scale * 24.67 / spacing, rel=0.01)
-    again = line_spacing([np.asarray(x.baseline) for x in enlarged.layout.lines], enlarged.pixels.shape[:2])
-    assert again == pytest.approx(24.67, rel=0.01)
-    # the truth stays in page pixels; the lines at the model's scale grow with the pixels
-    assert enlarged.truth.lines[0].baseline == plain.truth.lines[0].baseline
-    factor = enlarged.scale / plain.scale
-    line = 5
-    assert np.allclose(np.asarray(enlarged.layout.lines[line].baseline),
-                       np.asarray(plain.layout.lines[line].baseline) * factor)
-    [wide] = load_pages([PAGES[1]], 1024, print, spacing=[20.29, 24.67, 46.71])
-    assert max(wide.pixels.shape[:2]) == 1024      # spaced as the training pages: as it was
-
-
 def test_a_trained_model_keeps_its_training_pages_spacing():
     pages = load_pages(PAGES, 1024, print)
     low, typical, high = spacing_of(pages)

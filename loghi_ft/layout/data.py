@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from loghi_ft.layout.extract import enlarged_size, line_spacing
 from loghi_ft.layout.targets import rasterise, transformed
 from loghi_ft.pages.images import load_page_image
 from loghi_ft.pages.layout import Layout, read_layout
@@ -28,20 +27,13 @@ class LayoutPage:
     has_regions: bool    # the page gives regions (timeus-1858's give none: no region loss there)
 
 
-def load_pages(xml_paths: list[Path], size: int, log, spacing: list[float] | None = None) -> list[LayoutPage]:
-    """Every readable page with at least one baseline, at the model's scale; what cannot be used is logged by name.
-    `spacing`: a base model's training pages' baseline spacing (LayoutInfo.spacing); a page whose lines are closer
-    together is enlarged as `segment` enlarges it (extract.enlarged_size, from its true baselines), so that a
-    fine-tune learns the page at the scale it will be segmented at."""
+def load_pages(xml_paths: list[Path], size: int, log) -> list[LayoutPage]:
+    """Every readable page with at least one baseline, at the model's scale; what cannot be used is logged by name."""
     pages = []
     for path in xml_paths:
         try:
             truth = read_layout(path)
-            page_size = size
-            if spacing:
-                w, h = truth.width or 1, truth.height or 1
-                page_size = enlarged_size(size, spacing, _true_spacing(truth, size / max(w, h))) or size
-            image = load_page_image(truth.image_path, max_side=page_size)
+            image = load_page_image(truth.image_path, max_side=size)
         except Exception as exc:  # noqa: BLE001 - a user's bad page is named and skipped, the run goes on
             log(f"skipped {path}: {exc}")
             continue
@@ -53,19 +45,12 @@ def load_pages(xml_paths: list[Path], size: int, log, spacing: list[float] | Non
             log(f"skipped {path}: no line has a baseline")
             continue
         width, height = truth.width or image.width, truth.height or image.height
-        scale = page_size / max(width, height)
+        scale = size / max(width, height)
         shape = (max(1, round(width * scale)), max(1, round(height * scale)))
-        larger = shape[0] > image.pixels.shape[1]
-        pixels = cv2.resize(image.pixels, shape, interpolation=cv2.INTER_LINEAR if larger else cv2.INTER_AREA)
+        pixels = cv2.resize(image.pixels, shape, interpolation=cv2.INTER_AREA)
         layout = transformed(truth, np.array([[scale, 0, 0], [0, scale, 0]]))
         pages.append(LayoutPage(pixels, layout, truth, scale, bool(truth.regions)))
     return pages
-
-
-def _true_spacing(truth: Layout, scale: float) -> float | None:
-    """The spacing of the page's true baselines at `scale`."""
-    lines = [np.asarray(x.baseline, dtype=np.float64) * scale for x in truth.lines if len(x.baseline) >= 2]
-    return line_spacing(lines, (round(truth.height * scale), round(truth.width * scale)))
 
 
 @dataclass

@@ -154,18 +154,15 @@ def segtrain(s: SegTrainSettings) -> Path | None:
     size = base.info.size if base else s.size
 
     # -- the pages at the model's scale, the classes they bring, the model over those classes
-    # a fine-tune sees pages with lines closer together than the base's training pages enlarged, as `segment`
-    # will show them to it, and keeps the base's spacing; a new model's spacing is its training pages'
-    trained = base.info.spacing if base else []
-    pages = load_pages(page_files(s.train), size, log, trained)
-    val = load_pages(page_files(s.val), size, log, trained)
+    pages = load_pages(page_files(s.train), size, log)
+    val = load_pages(page_files(s.val), size, log)
     if not pages or not val:
         raise UserError(f"no usable {'training' if not pages else 'validation'} pages (with images and baselines) "
                         f"in {', '.join(map(str, s.train if not pages else s.val))}")
     regions, line_types = with_types(pages + val, base.info.region_types if base else [],
                                      base.info.line_types if base else [])
     info = LayoutInfo(regions, line_types, size, base.info.backbone if base else s.backbone,
-                      base.info.width if base else LayoutInfo.width, spacing=trained or spacing_of(pages))
+                      base.info.width if base else LayoutInfo.width, spacing=spacing_of(pages))
     model = grown(base, info) if base else LayoutNet(info)
     # torchvision's MobileNetV3 keeps BatchNorm statistics with momentum 0.01: after a few hundred steps they still
     # remember the untrained network, and the model reads nothing in eval mode while it reads well in train mode
@@ -195,11 +192,9 @@ def segtrain(s: SegTrainSettings) -> Path | None:
     log(f"{len(pages)} training pages, {len(val)} validation pages ({mode}); {len(sampler)} steps per epoch on "
         f"{place.device} x{place.world}")
     if info.spacing:
-        whose = "the base model's training pages" if trained else "the training pages"
-        enlarged = sum(max(p.pixels.shape[:2]) > size for p in pages + val)
-        log(f"baseline spacing of {whose} at {size} px: median {info.spacing[1]:.1f} (5th-95th percentile "
-            f"{info.spacing[0]:.1f}-{info.spacing[2]:.1f}); pages spaced closer are enlarged to the median"
-            + (f" ({enlarged} of these pages)" if trained else ""))
+        # a fine-tune measures its own pages: they are what it learns to read at this scale
+        log(f"baseline spacing of the training pages at {size} px: median {info.spacing[1]:.1f} (5th-95th "
+            f"percentile {info.spacing[0]:.1f}-{info.spacing[2]:.1f}); `segment` enlarges pages spaced closer")
     if resume_from:
         log(f"resuming from {resume_from}: epoch {progress.epoch + 1}, step {progress.step}")
     task = LayoutTask(model, val, s.tolerance)

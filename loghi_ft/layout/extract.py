@@ -113,7 +113,11 @@ def _polyline(points: np.ndarray) -> np.ndarray:
 def line_spacing(lines: list[np.ndarray], shape: tuple[int, int]) -> float | None:
     """The page's median distance from a baseline to the nearest one above it (over the columns where one is), in
     the lines' pixels; None when no line has another above it."""
-    above, _ = _neighbours(_spans(lines, shape))
+    return _median_gap(_neighbours(_spans(lines, shape))[0])
+
+
+def _median_gap(above: list[np.ndarray]) -> float | None:
+    """The median of the finite distances to the baseline above (None when there is none)."""
     seen = np.concatenate([g[np.isfinite(g)] for g in above] + [np.zeros(0)])
     return float(np.median(seen)) if len(seen) else None
 
@@ -168,9 +172,8 @@ def neighbour_gaps(lines: list[np.ndarray], shape: tuple[int, int]) -> list[tupl
     h = shape[0]
     spans = _spans(lines, shape)
     above, below = _neighbours(spans)
-    seen = np.concatenate([g[np.isfinite(g)] for g in above] + [np.zeros(0)])
-    typical = float(np.median(seen)) if len(seen) else max(12.0, 0.04 * h)
-    typical = min(typical, 0.25 * h)
+    typical = _median_gap(above)
+    typical = min(max(12.0, 0.04 * h) if typical is None else typical, 0.25 * h)
     out = []
     for (xs, ys), up, down in zip(spans, above, below):
         up = np.minimum(np.where(np.isfinite(up), up, typical), 1.5 * typical)

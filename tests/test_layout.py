@@ -17,7 +17,7 @@ from loghi_ft.cli import main
 from loghi_ft.errors import PARTIAL, UserError
 from loghi_ft.evaluation.layout_metrics import baseline_counts
 from loghi_ft.layout.data import Distortion, PageSet, collate, distort, load_pages
-from loghi_ft.layout.extract import extract, line_spacing
+from loghi_ft.layout.extract import extract, ink_spacing, line_spacing, lines_area
 from loghi_ft.layout.net import LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.layout.targets import rasterise, transformed
 from loghi_ft.layout.segment import rescaled_size
@@ -149,18 +149,78 @@ def test_line_spacing_is_the_distance_to_the_baseline_above_where_there_is_one()
     assert line_spacing(lines[:1], (1000, 1000)) is None
 
 
+def written(spacing: float, shape=(1500, 1000), seed=0) -> np.ndarray:
+    """A white page (RGB) with rows of dark strokes of uneven length and gaps every `spacing` pixels, from 50 down,
+    between x 100 and 900, as handwriting has them."""
+    rng = np.random.default_rng(seed)
+    page = np.full((*shape, 3), 235, np.uint8)
+    y = 50.0
+    while y < shape[0] - 50:
+        x = 100
+        while x < 900:
+            word = int(rng.integers(15, 60))
+            cv2.rectangle(page, (x, round(y - 0.4 * spacing)), (min(x + word, 900), round(y)), (40, 40, 40), -1)
+            x += word + int(rng.integers(4, 12))
+        y += spacing
+    return page
+
+
+@pytest.mark.parametrize("spacing", [9.0, 14.3, 25.0, 41.5])
+def test_the_ink_gives_the_spacing_of_the_lines_written_in_an_area(spacing):
+    page = cv2.cvtColor(written(spacing), cv2.COLOR_RGB2GRAY)
+    area = np.zeros(page.shape, np.float64)
+    area[40:1400, 80:920] = 1
+    assert ink_spacing(page, area) == pytest.approx(spacing, abs=0.5)
+    assert ink_spacing(np.full_like(page, 235), area) is None      # no ink, no period
+    assert ink_spacing(page, np.zeros_like(area)) is None          # nowhere to measure
+
+
+def test_the_inks_spacing_is_measured_where_the_lines_are_not_in_a_picture_beside_them():
+    page = written(30.0)
+    page[:, 450:] = 235
+    for y in range(0, 1500, 6):  # a hatched picture on the right half: a period of 6 rows
+        cv2.line(page, (480, y), (1000, y), (40, 40, 40), 2)
+    gray = cv2.cvtColor(page, cv2.COLOR_RGB2GRAY)
+    everywhere = np.ones(gray.shape, np.float64)
+    lines = lines_area([np.array([[100, 50 + 30.0 * k - 12], [440, 50 + 30.0 * k - 12], [440, 50 + 30.0 * k + 2],
+                                  [100, 50 + 30.0 * k + 2]]) for k in range(40)], gray.shape)
+    assert lines[:, 460:].sum() == 0 and lines[100, 300] == 1
+    assert ink_spacing(gray, lines) == pytest.approx(30.0, abs=0.5)
+    assert ink_spacing(gray, everywhere) != pytest.approx(30.0, abs=2)
+
+
 def test_pages_spaced_closer_than_the_training_pages_are_enlarged_to_their_median_within_limits():
     info = LayoutInfo(["MainZone"], [], size=1024, spacing=[20.0, 25.0, 45.0])
-    shape = (3000, 2000)
-    # found at 0.5 model pixels per page pixel: 40 page pixels apart are 20 at the model's scale, inside the range
-    assert rescaled_size(info, ruled(40.0), shape, 0.5) is None
-    assert rescaled_size(info, ruled(90.0), shape, 0.5) is None
-    # 32 page pixels: 16 at the model's scale, smaller than any but 5% of the training pages': to 25, 1600 px
-    assert rescaled_size(info, ruled(32.0), shape, 0.5) == 1600
-    assert rescaled_size(info, ruled(20.0), shape, 0.5) == 2048      # 10 apart would need 2560: at most twice
-    assert rescaled_size(info, ruled(120.0), shape, 0.5) is None     # wider: sparse pages, not large writing
-    assert rescaled_size(info, ruled(32.0, count=1), shape, 0.5) is None   # nothing to measure
-    assert rescaled_size(LayoutInfo(["MainZone"], [], size=1024), ruled(32.0), shape, 0.5) is None  # not known
+
+    def lines(spacing, count=40):  # found in page pixels, at 0.5 model pixels per page pixel
+        return [LayoutLine(f"l{k}", [(200, 2 * (50 + k * spacing)), (1800, 2 * (50 + k * spacing))],
+                           [(200, 2 * (50 + k * spacing) - 20), (1800, 2 * (50 + k * spacing) - 20),
+                            (1800, 2 * (50 + k * spacing) + 4), (200, 2 * (50 + k * spacing) + 4)])
+                for k in range(count)]
+    # 20 model pixels apart: inside the training pages' range; 90: wider, a sparse page, never made smaller
+    assert rescaled_size(info, lines(20.0), written(20.0), 0.5) is None
+    assert rescaled_size(info, lines(90.0, 15), written(90.0), 0.5) is None
+    # 16: closer than all but 5% of the training pages: to their median 25, at 1024 x 25 / 16 = 1600 px
+    assert rescaled_size(info, lines(16.0), written(16.0), 0.5) == pytest.approx(1600, abs=40)
+    assert rescaled_size(info, lines(10.0), written(10.0), 0.5) == 2048      # 2560 would be needed: at most twice
+    # lines found as fragments, 32 apart, on a page written 16 apart: the ink decides
+    assert rescaled_size(info, lines(32.0), written(16.0), 0.5) == pytest.approx(1600, abs=40)
+    # a blank page: the found lines' own spacing
+    assert rescaled_size(info, lines(16.0), np.full((1500, 1000, 3), 235, np.uint8), 0.5) == 1600
+    assert rescaled_size(info, lines(16.0, count=1), written(16.0), 0.5) is None   # no lines above one another
+    assert rescaled_size(LayoutInfo(["MainZone"], [], size=1024), lines(16.0), written(16.0), 0.5) is None
+
+
+@pytest.mark.parametrize("xml", [DATA / "iforal-sample" / "foral_de_folgosinho_1217" / "2.xml", PAGES[0], PAGES[2]],
+                         ids=["iforal", "htromance", "timeus"])
+def test_the_ink_of_real_pages_is_spaced_as_their_true_baselines(xml):
+    truth = read_layout(xml)
+    page = load_pages([xml], 1024, print)[0]
+    scale = 1024 / max(truth.width, truth.height)
+    gray = cv2.cvtColor(page.pixels, cv2.COLOR_RGB2GRAY)
+    area = lines_area([np.asarray(x.polygon) * scale for x in truth.lines], gray.shape)
+    true = line_spacing([np.asarray(x.baseline) * scale for x in truth.lines], gray.shape)
+    assert ink_spacing(gray, area) == pytest.approx(true, abs=1.0)
 
 
 def test_a_trained_model_keeps_its_training_pages_spacing():

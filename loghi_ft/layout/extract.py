@@ -116,6 +116,63 @@ def line_spacing(lines: list[np.ndarray], shape: tuple[int, int]) -> float | Non
     return _median_gap(_neighbours(_spans(lines, shape))[0])
 
 
+# ink_spacing: the page is cut into this many vertical strips, so that columns and a slight slant each keep their
+# own rows of ink; a period shorter than SHORTEST_PERIOD model pixels is the texture of a stroke or of paper, not
+# lines; the first peak of the autocorrelation at least PEAK_SHARE of its highest is the line period (the highest
+# can be its double, every other line)
+STRIPS, SHORTEST_PERIOD, PEAK_SHARE = 8, 6, 0.6
+
+
+def ink_spacing(gray: np.ndarray, area: np.ndarray) -> float | None:
+    """The spacing of the lines of writing within `area` (a 0/1 mask) of a grayscale page: the period of the rows
+    of ink, the first strong peak of the autocorrelation of each strip's ink per row (summed over strips, to a
+    tenth of a pixel); None when the area is too small to measure or has no period.
+
+    It does not depend on what a layout model found: at the base layout model's 1024 pixels a charter's lines
+    about 14 pixels apart come out as fragments that cross and overlap, and the spacing of those (line_spacing)
+    reads 28 or 306 where the ink reads 14.3 and 14.4. Measured inside the area of the lines found, so that an
+    illustration's texture does not count (on a page of coats of arms the whole page's ink reads 5.5 against
+    lines 26.6 apart); within 2 pixels of the true baselines' spacing on 98 of 102 pages of the shared data's
+    val, test and iForal pages, and more than 2 under it only on pages spaced 50 and more."""
+    h, w = gray.shape
+    longest = h // 6
+    if longest <= SHORTEST_PERIOD + 1:
+        return None
+    ink = cv2.adaptiveThreshold(gray, 1, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 25, 15)
+    ink = ink.astype(np.float64) * area
+    total, strips = np.zeros(longest + 1), 0
+    for k in range(STRIPS):
+        cols = slice(k * w // STRIPS, (k + 1) * w // STRIPS)
+        measured = area[:, cols].sum(axis=1)
+        rows = measured > 0
+        if rows.sum() < 3 * SHORTEST_PERIOD:
+            continue
+        profile = np.where(rows, ink[:, cols].sum(axis=1) / np.maximum(measured, 1), 0.0)
+        profile[rows] -= profile[rows].mean()
+        spectrum = np.fft.rfft(profile, n=2 * h)
+        auto = np.fft.irfft(spectrum * np.conj(spectrum))[:longest + 1]
+        if auto[0] > 0:
+            total += auto / auto[0]
+            strips += 1
+    if not strips:
+        return None
+    t = np.arange(SHORTEST_PERIOD, longest)
+    peaks = t[(total[t] > total[t - 1]) & (total[t] >= total[t + 1]) & (total[t] > 0)]
+    if not len(peaks):
+        return None
+    first = int(peaks[np.argmax(total[peaks] >= PEAK_SHARE * total[peaks].max())])
+    a, b, c = total[first - 1:first + 2]
+    curve = a - 2 * b + c
+    return float(first + (0.5 * (a - c) / curve if curve else 0.0))
+
+
+def lines_area(polygons: list[np.ndarray], shape: tuple[int, int], reach: int = 10) -> np.ndarray:
+    """A 0/1 mask of the polygons (model pixels) filled and widened by `reach` pixels every way."""
+    area = np.zeros(shape, np.uint8)
+    cv2.fillPoly(area, [np.round(p).astype(np.int32) for p in polygons if len(p) >= 3], 1)
+    return cv2.dilate(area, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+
+
 def _median_gap(above: list[np.ndarray]) -> float | None:
     """The median of the finite distances to the baseline above (None when there is none)."""
     seen = np.concatenate([g[np.isfinite(g)] for g in above] + [np.zeros(0)])

@@ -17,7 +17,7 @@ from loghi_ft.cli import main
 from loghi_ft.errors import PARTIAL, UserError
 from loghi_ft.evaluation.layout_metrics import baseline_counts
 from loghi_ft.layout.data import Distortion, PageSet, collate, distort, load_pages
-from loghi_ft.layout.extract import extract, ink_spacing, line_spacing, lines_area
+from loghi_ft.layout.extract import GUTTER_LINES, extract, ink_spacing, line_spacing, lines_area, split_at_gutters
 from loghi_ft.layout.net import LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.layout.targets import rasterise, transformed
 from loghi_ft.layout.segment import rescaled_size
@@ -187,6 +187,41 @@ def test_the_inks_spacing_is_measured_where_the_lines_are_not_in_a_picture_besid
     assert lines[:, 460:].sum() == 0 and lines[100, 300] == 1
     assert ink_spacing(gray, lines) == pytest.approx(30.0, abs=0.5)
     assert ink_spacing(gray, everywhere) != pytest.approx(30.0, abs=2)
+
+
+def bridging(rows: list[float], x0: int = 100, x1: int = 900) -> tuple[list, np.ndarray]:
+    """Traces as kept_baselines gives them, one level baseline per row from x0 to x1, and their probability map."""
+    baseline = np.zeros((1500, 1000), np.float32)
+    traces = []
+    for y in rows:
+        pixels = np.stack([np.full(x1 - x0, round(y)), np.arange(x0, x1)], axis=1)
+        baseline[pixels[:, 0], pixels[:, 1]] = 0.9
+        traces.append((np.array([[x0, y], [x1 - 1, y]], np.float64), pixels, 0.9))
+    return traces, baseline
+
+
+def test_lines_that_bridge_the_gutter_between_two_columns_are_cut_there():
+    page = written(30.0)
+    page[:, 470:530] = 235  # two columns, 60 pixels apart
+    gray = cv2.cvtColor(page, cv2.COLOR_RGB2GRAY)
+    rows = [50 + 30.0 * k for k in range(40)]
+    traces, baseline = bridging(rows)
+    split, cut = split_at_gutters(traces, baseline, gray)
+    assert cut == 40 and len(split) == 80
+    for trace, pixels, conf in split:
+        assert trace[:, 0].max() < 475 or trace[:, 0].min() > 525        # each piece ends at the gutter
+        assert conf == pytest.approx(0.9) and len(pixels) > 300
+    # one column: the gaps between words line up only by chance, over fewer lines than a gutter needs
+    assert split_at_gutters(traces, baseline, cv2.cvtColor(written(30.0), cv2.COLOR_RGB2GRAY))[1] == 0
+    # a gutter crossed by fewer lines than GUTTER_LINES in a row (the rest have ink across it) is a chance gap
+    crossed = page.copy()
+    for k in range(40):
+        if k % GUTTER_LINES == 0:
+            cv2.rectangle(crossed, (460, round(rows[k] - 10)), (540, round(rows[k])), (40, 40, 40), -1)
+    assert split_at_gutters(traces, baseline, cv2.cvtColor(crossed, cv2.COLOR_RGB2GRAY))[1] == 0
+    # lines that stop at the gutter are not touched
+    apart = bridging(rows, 100, 470)[0] + bridging(rows, 530, 900)[0]
+    assert split_at_gutters(apart, baseline, gray) == (apart, 0)
 
 
 def test_pages_spaced_closer_than_the_training_pages_are_enlarged_to_their_median_within_limits():

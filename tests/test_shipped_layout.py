@@ -15,7 +15,8 @@ from loghi_ft.evaluation.layout_eval import lines_inside
 from loghi_ft.evaluation.layout_metrics import baseline_counts
 from loghi_ft.evaluation.metrics import char_errors
 from loghi_ft.layout.net import load_layout_model
-from loghi_ft.layout.segment import run_segment, segment_image
+from loghi_ft.layout.extract import extract
+from loghi_ft.layout.segment import page_probabilities, run_segment, segment_image
 from loghi_ft.pages.layout import read_layout, reading_order
 
 LAYOUT = ROOT / "models" / "layout-base"
@@ -83,7 +84,8 @@ def test_a_charter_photographed_whole_is_segmented_again_larger_and_its_lines_fo
     # what a user sees: segment's summary counts the page
     done = run_segment([truth.image_path], LAYOUT, tmp_path, log=lambda _: None)
     assert done.rescaled == 1 and "1 pages segmented again, larger" in done.text()
-    assert len(read_layout(tmp_path / "1.xml").lines) == len(again.layout.lines)
+    # segment computes in bf16 where the CPU has it: a line more or less than in float32 above
+    assert abs(len(read_layout(tmp_path / "1.xml").lines) - len(again.layout.lines)) <= 2
 
 
 @pytest.mark.slow  # the page is segmented three times: about 12 s on 2 cores
@@ -99,3 +101,20 @@ def test_a_charter_whose_lines_come_out_as_fragments_is_still_enlarged():
     assert once.size == 1024 and 1650 < again.size <= 2048
     assert baseline_counts(true, [x.baseline for x in once.layout.lines]).recall < 0.3
     assert baseline_counts(true, [x.baseline for x in again.layout.lines]).recall > 0.55
+
+
+@pytest.mark.slow  # the page is segmented three times: about 12 s on 2 cores
+def test_lines_bridging_the_gutter_of_a_two_column_charter_are_cut_in_two():
+    # iForal's Linhares page 2: two columns of 115 lines with a gutter a few pixels wide that the model bridges.
+    # Measured: at 1764 px 77 lines found without cutting (F1 0.614, recall 0.512); 34 of them cut at the
+    # gutter, 111 lines, F1 0.870, recall 0.855
+    model = load_layout_model(LAYOUT)
+    truth = read_layout(DATA / "iforal-sample" / "foral_de_linhares_1217" / "2.xml")
+    true = [x.baseline for x in truth.lines]
+    page = segment_image(model, truth.image_path, torch.device("cpu"), nullcontext())
+    probs, scale, _ = page_probabilities(model, truth.image_path, torch.device("cpu"), nullcontext(), size=page.size)
+    whole = extract(probs, model.info, scale)
+    assert page.cut >= 25 and len(page.layout.lines) >= len(whole.lines) + 25
+    assert baseline_counts(true, [x.baseline for x in whole.lines]).f1 < 0.7
+    assert baseline_counts(true, [x.baseline for x in page.layout.lines]).f1 > 0.8
+

@@ -38,6 +38,7 @@ class LayoutReport:
     seconds_per_page: float = 0.0                       # segmentation alone (model + extraction)
     bands: int = 0
     rescaled: int = 0                                   # pages segmented again at another size (segment_image)
+    cut: int = 0                                        # lines cut in two at a gutter between columns
     cer_segmented: float | None = None                  # text read from the found lines vs the page's text
     cer_transcribed: float | None = None                # the same, from the found lines in the transcribed area only
     lines_outside: int = 0                              # found lines outside it (not in cer_transcribed)
@@ -61,6 +62,8 @@ class LayoutReport:
         if self.rescaled:
             rows.append(f"{self.rescaled} pages segmented again, larger (lines closer together than the training "
                         "pages')")
+        if self.cut:
+            rows.append(f"{self.cut} lines cut in two at the gap between two columns")
         if self.cer_segmented is not None:
             def ratio(cer: float) -> str:
                 return f"{cer / self.cer_truth_lines:.2f}x" if self.cer_truth_lines else "-"
@@ -98,6 +101,7 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
                                   [x.baseline for x in lines_inside(truth, layout).lines], tolerance)
         report.bands += page.bands
         report.rescaled += page.size != model.info.size
+        report.cut += page.cut
         report.per_page.append({"page": str(xml), "truth_lines": len(truth.lines), "found_lines": len(layout.lines),
                                 "baseline_f1": round(counts.f1, 4)})
         found.append((truth, layout))

@@ -43,6 +43,7 @@ class Segmented:
     lines: int = 0
     bands: int = 0          # lines whose polygon fell back to a band around the baseline
     rescaled: int = 0       # pages segmented again at another size (segment_image)
+    cut: int = 0            # lines cut in two at a gutter between columns
     failed: list[str] = field(default_factory=list)  # "FILE: why", one per page not segmented
     seconds: float = 0.0
 
@@ -55,6 +56,8 @@ class Segmented:
         if self.rescaled:
             parts.append(f"{self.rescaled} pages segmented again, larger (their lines are closer together than the "
                          "layout model's training pages')")
+        if self.cut:
+            parts.append(f"{self.cut} lines cut in two at the gap between two columns")
         if self.kept:
             parts.append(f"{self.kept} pages kept their lines")
         if self.failed:
@@ -108,12 +111,13 @@ def open_layout_model(path: Path, gpu: str, precision: str) -> tuple[LayoutNet, 
 @dataclass
 class PageLayout:
     """One page image segmented: its layout, how many polygons fell back to bands, what loading the image noted,
-    and the longer side (pixels) the model saw it at (its own size, or larger where the page's lines are closer
-    together than its training pages')."""
+    the longer side (pixels) the model saw it at (its own size, or larger where the page's lines are closer
+    together than its training pages'), and how many lines were cut at a gutter."""
     layout: Layout
     bands: int
     notes: list[str]
     size: int
+    cut: int = 0        # lines cut in two at a gutter between columns (extract.split_at_gutters)
 
 
 @torch.no_grad()
@@ -124,13 +128,15 @@ def segment_image(model: LayoutNet, image_path: Path, device: torch.device, auto
     photographed whole), the page is segmented again, larger (rescaled_size)."""
     info = model.info
     probs, scale, image = page_probabilities(model, image_path, device, autocast)
-    found, size = extract(probs, info, scale), info.size
-    better = rescaled_size(info, found.lines, model_pixels(image, probs.shape[1:]), scale) if rescale else None
+    pixels = model_pixels(image, probs.shape[1:])
+    found, size = extract(probs, info, scale, gray=cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)), info.size
+    better = rescaled_size(info, found.lines, pixels, scale) if rescale else None
     if better is not None:
         probs, scale, image = page_probabilities(model, image_path, device, autocast, size=better)
-        found, size = extract(probs, info, scale), better
+        gray = cv2.cvtColor(model_pixels(image, probs.shape[1:]), cv2.COLOR_RGB2GRAY)
+        found, size = extract(probs, info, scale, gray=gray), better
     layout = Layout(image_path, image.width, image.height, found.regions, found.lines)
-    return PageLayout(reading_order(layout), found.bands, image.notes, size)
+    return PageLayout(reading_order(layout), found.bands, image.notes, size, found.cut)
 
 
 def rescaled_size(info: LayoutInfo, lines: list[LayoutLine], pixels: np.ndarray, scale: float) -> int | None:
@@ -214,5 +220,6 @@ def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, re
         done.lines += len(page.layout.lines)
         done.bands += page.bands
         done.rescaled += page.size != model.info.size
+        done.cut += page.cut
     done.seconds = time.perf_counter() - started
     return done

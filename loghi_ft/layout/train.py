@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,8 @@ class LayoutTask:
             loss += page_losses(logits.float(), batch, len(info.region_types), device).sum().item()
             for k, i in enumerate(batch.index):
                 page = self.pages[i]
-                found = extract(probabilities(logits[k:k + 1], info)[0], info, page.scale)
+                found = extract(probabilities(logits[k:k + 1], info)[0], info, page.scale,
+                                gray=padded_gray(page.pixels, logits.shape[-2:]))
                 # a page without region ground truth (timeus-1858's) scores its lines only
                 evaluation.add(page.truth, Layout(page.truth.image_path, page.truth.width, page.truth.height,
                                                   found.regions if page.has_regions else [], found.lines))
@@ -118,6 +120,13 @@ class LayoutTask:
     def save(self, folder: Path, training: dict) -> None:
         self.model.info.training = training
         save_layout_model(self.model, folder)
+
+
+def padded_gray(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A page's RGB pixels as grayscale on a white page of `shape` (its batch's padded size), as the model saw it."""
+    gray = np.full(tuple(shape), 255, np.uint8)
+    gray[:pixels.shape[0], :pixels.shape[1]] = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    return gray
 
 
 def page_losses(logits: Tensor, batch: PageBatch, regions: int, device: torch.device) -> Tensor:

@@ -232,18 +232,21 @@ def test_pages_spaced_closer_than_the_training_pages_are_enlarged_to_their_media
                            [(200, 2 * (50 + k * spacing) - 20), (1800, 2 * (50 + k * spacing) - 20),
                             (1800, 2 * (50 + k * spacing) + 4), (200, 2 * (50 + k * spacing) + 4)])
                 for k in range(count)]
+
+    def page(spacing):  # written at the model's scale, as segment gives it
+        return cv2.cvtColor(written(spacing), cv2.COLOR_RGB2GRAY)
     # 20 model pixels apart: inside the training pages' range; 90: wider, a sparse page, never made smaller
-    assert rescaled_size(info, lines(20.0), written(20.0), 0.5) is None
-    assert rescaled_size(info, lines(90.0, 15), written(90.0), 0.5) is None
+    assert rescaled_size(info, lines(20.0), page(20.0), 0.5) is None
+    assert rescaled_size(info, lines(90.0, 15), page(90.0), 0.5) is None
     # 16: closer than all but 5% of the training pages: to their median 25, at 1024 x 25 / 16 = 1600 px
-    assert rescaled_size(info, lines(16.0), written(16.0), 0.5) == pytest.approx(1600, abs=40)
-    assert rescaled_size(info, lines(10.0), written(10.0), 0.5) == 2048      # 2560 would be needed: at most twice
+    assert rescaled_size(info, lines(16.0), page(16.0), 0.5) == pytest.approx(1600, abs=40)
+    assert rescaled_size(info, lines(10.0), page(10.0), 0.5) == 2048      # 2560 would be needed: at most twice
     # lines found as fragments, 32 apart, on a page written 16 apart: the ink decides
-    assert rescaled_size(info, lines(32.0), written(16.0), 0.5) == pytest.approx(1600, abs=40)
+    assert rescaled_size(info, lines(32.0), page(16.0), 0.5) == pytest.approx(1600, abs=40)
     # a blank page: the found lines' own spacing
-    assert rescaled_size(info, lines(16.0), np.full((1500, 1000, 3), 235, np.uint8), 0.5) == 1600
-    assert rescaled_size(info, lines(16.0, count=1), written(16.0), 0.5) is None   # no lines above one another
-    assert rescaled_size(LayoutInfo(["MainZone"], [], size=1024), lines(16.0), written(16.0), 0.5) is None
+    assert rescaled_size(info, lines(16.0), np.full((1500, 1000), 235, np.uint8), 0.5) == 1600
+    assert rescaled_size(info, lines(16.0, count=1), page(16.0), 0.5) is None   # no lines above one another
+    assert rescaled_size(LayoutInfo(["MainZone"], [], size=1024), lines(16.0), page(16.0), 0.5) is None
 
 
 @pytest.mark.parametrize("xml", [DATA / "iforal-sample" / "foral_de_folgosinho_1217" / "2.xml", PAGES[0], PAGES[2]],

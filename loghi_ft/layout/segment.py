@@ -128,9 +128,9 @@ def segment_image(model: LayoutNet, image_path: Path, device: torch.device, auto
     photographed whole), the page is segmented again, larger (rescaled_size)."""
     info = model.info
     probs, scale, image = page_probabilities(model, image_path, device, autocast)
-    pixels = model_pixels(image, probs.shape[1:])
-    found, size = extract(probs, info, scale, gray=cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)), info.size
-    better = rescaled_size(info, found.lines, pixels, scale) if rescale else None
+    gray = cv2.cvtColor(model_pixels(image, probs.shape[1:]), cv2.COLOR_RGB2GRAY)
+    found, size = extract(probs, info, scale, gray=gray), info.size
+    better = rescaled_size(info, found.lines, gray, scale) if rescale else None
     if better is not None:
         probs, scale, image = page_probabilities(model, image_path, device, autocast, size=better)
         gray = cv2.cvtColor(model_pixels(image, probs.shape[1:]), cv2.COLOR_RGB2GRAY)
@@ -139,10 +139,10 @@ def segment_image(model: LayoutNet, image_path: Path, device: torch.device, auto
     return PageLayout(reading_order(layout), found.bands, image.notes, size, found.cut)
 
 
-def rescaled_size(info: LayoutInfo, lines: list[LayoutLine], pixels: np.ndarray, scale: float) -> int | None:
+def rescaled_size(info: LayoutInfo, lines: list[LayoutLine], gray: np.ndarray, scale: float) -> int | None:
     """The longer side at which the page would have its lines spaced as the training pages' median, when they are
     closer together than the training pages' 5th percentile (info.spacing); else None. `lines` are those found at
-    `scale` model pixels per page pixel, `pixels` the page at that scale (RGB). The spacing is that of the ink
+    `scale` model pixels per page pixel, `gray` the page at that scale (grayscale). The spacing is that of the ink
     within the lines' area (extract.ink_spacing), or of the lines themselves where the ink has no period; a page
     needs lines above one another to be measured.
 
@@ -152,13 +152,13 @@ def rescaled_size(info: LayoutInfo, lines: list[LayoutLine], pixels: np.ndarray,
     from F1 0.949, 0.949, 0.764 to 0.696, 0.913, 0.854."""
     if len(info.spacing) != 3:
         return None
-    shape = pixels.shape[:2]
+    shape = gray.shape[:2]
     spacing = line_spacing([np.asarray(x.baseline, dtype=np.float64) * scale for x in lines if len(x.baseline) >= 2],
                            shape)
     if spacing is None:
         return None
     area = lines_area([np.asarray(x.polygon, dtype=np.float64) * scale for x in lines], shape)
-    ink = ink_spacing(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), area)
+    ink = ink_spacing(gray, area)
     return enlarged_size(info.size, info.spacing, spacing if ink is None else ink)
 
 

@@ -17,7 +17,8 @@ from loghi_ft.cli import main
 from loghi_ft.errors import PARTIAL, UserError
 from loghi_ft.evaluation.layout_metrics import baseline_counts
 from loghi_ft.layout.data import Distortion, PageSet, collate, distort, load_pages
-from loghi_ft.layout.extract import GUTTER_LINES, extract, ink_spacing, line_spacing, lines_area, split_at_gutters
+from loghi_ft.layout.extract import (GUTTER_LINES, extract, ink_mask, ink_spacing, line_spacing, lines_area,
+                                     split_at_gutters, split_at_leaders)
 from loghi_ft.layout.net import LayoutInfo, LayoutNet, load_layout_model, probabilities, save_layout_model
 from loghi_ft.layout.targets import rasterise, transformed
 from loghi_ft.layout.segment import rescaled_size
@@ -206,22 +207,59 @@ def test_lines_that_bridge_the_gutter_between_two_columns_are_cut_there():
     gray = cv2.cvtColor(page, cv2.COLOR_RGB2GRAY)
     rows = [50 + 30.0 * k for k in range(40)]
     traces, baseline = bridging(rows)
-    split, cut = split_at_gutters(traces, baseline, gray)
+    split, cut = split_at_gutters(traces, baseline, ink_mask(gray))
     assert cut == 40 and len(split) == 80
     for trace, pixels, conf in split:
         assert trace[:, 0].max() < 475 or trace[:, 0].min() > 525        # each piece ends at the gutter
         assert conf == pytest.approx(0.9) and len(pixels) > 300
     # one column: the gaps between words line up only by chance, over fewer lines than a gutter needs
-    assert split_at_gutters(traces, baseline, cv2.cvtColor(written(30.0), cv2.COLOR_RGB2GRAY))[1] == 0
+    assert split_at_gutters(traces, baseline, ink_mask(cv2.cvtColor(written(30.0), cv2.COLOR_RGB2GRAY)))[1] == 0
     # a gutter crossed by fewer lines than GUTTER_LINES in a row (the rest have ink across it) is a chance gap
     crossed = page.copy()
     for k in range(40):
         if k % GUTTER_LINES == 0:
             cv2.rectangle(crossed, (460, round(rows[k] - 10)), (540, round(rows[k])), (40, 40, 40), -1)
-    assert split_at_gutters(traces, baseline, cv2.cvtColor(crossed, cv2.COLOR_RGB2GRAY))[1] == 0
+    assert split_at_gutters(traces, baseline, ink_mask(cv2.cvtColor(crossed, cv2.COLOR_RGB2GRAY)))[1] == 0
     # lines that stop at the gutter are not touched
     apart = bridging(rows, 100, 470)[0] + bridging(rows, 530, 900)[0]
-    assert split_at_gutters(apart, baseline, gray) == (apart, 0)
+    assert split_at_gutters(apart, baseline, ink_mask(gray)) == (apart, 0)
+
+
+def test_lines_of_a_table_are_cut_at_the_dot_leaders_between_label_and_value():
+    # rows 30 pixels apart: a label (x 100-300), a leader of dots 2 pixels high (310-700), a value (710-800), then
+    # blank to 900; the network drew one baseline across each row, from 100 to 900
+    page = written(30.0)
+    rows = [50 + 30.0 * k for k in range(40)]
+    table = range(10, 20)
+    for k in table:
+        y = round(rows[k])
+        cv2.rectangle(page, (100, y - 25), (900, y + 3), (235, 235, 235), -1)
+        for x0, x1 in ((100, 160), (170, 300), (710, 800)):
+            cv2.rectangle(page, (x0, y - 12), (x1, y), (40, 40, 40), -1)
+        for x in range(310, 700, 8):
+            cv2.rectangle(page, (x, y - 1), (x + 1, y), (40, 40, 40), -1)
+    if_dashes = page.copy()
+    for k in table:   # a leader drawn as a rule instead: one component, long but 2 pixels high
+        cv2.rectangle(if_dashes, (310, round(rows[k]) - 1), (700, round(rows[k])), (40, 40, 40), -1)
+    traces, baseline = bridging(rows)
+    for drawn in (page, if_dashes):
+        split, cut = split_at_leaders(traces, baseline, ink_mask(cv2.cvtColor(drawn, cv2.COLOR_RGB2GRAY)))
+        assert cut == len(table) and len(split) == len(rows) + len(table)
+        pieces = sorted((t[:, 0].min(), t[:, 0].max()) for t, _, _ in split[10:30])
+        assert all(a < 110 and 290 < b < 315 for a, b in pieces[:10])       # the label, up to the leader
+        assert all(700 < a < 720 and 795 < b < 810 for a, b in pieces[10:])  # the value, without the blank after it
+    # ordinary lines of writing, their word gaps far narrower than two spacings, are not touched
+    plain = ink_mask(cv2.cvtColor(written(30.0), cv2.COLOR_RGB2GRAY))
+    assert split_at_leaders(traces, baseline, plain) == (traces, 0)
+    # marks as tall as letters (strokes 9 pixels high) are writing, not a leader: the rows are only trimmed of
+    # the blank after their value
+    tall = page.copy()
+    for k in table:
+        for x in range(310, 700, 8):
+            cv2.rectangle(tall, (x, round(rows[k]) - 8), (x + 1, round(rows[k])), (40, 40, 40), -1)
+    split, cut = split_at_leaders(traces, baseline, ink_mask(cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY)))
+    assert cut == len(table) and len(split) == len(rows)
+    assert all(t[:, 0].min() < 110 and 795 < t[:, 0].max() < 810 for t, _, _ in split[10:20])
 
 
 def test_pages_spaced_closer_than_the_training_pages_are_enlarged_to_their_median_within_limits():

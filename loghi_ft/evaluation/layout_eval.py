@@ -39,6 +39,7 @@ class LayoutReport:
     bands: int = 0
     rescaled: int = 0                                   # pages segmented again at another size (segment_image)
     cut: int = 0                                        # lines cut in two at a gutter between columns
+    leaders: int = 0                                    # lines cut or trimmed at a dot leader or a wide blank
     cer_segmented: float | None = None                  # text read from the found lines vs the page's text
     cer_transcribed: float | None = None                # the same, from the found lines in the transcribed area only
     lines_outside: int = 0                              # found lines outside it (not in cer_transcribed)
@@ -64,6 +65,8 @@ class LayoutReport:
                         "pages')")
         if self.cut:
             rows.append(f"{self.cut} lines cut in two at the gap between two columns")
+        if self.leaders:
+            rows.append(f"{self.leaders} lines cut or trimmed at a dot leader or a wide blank")
         if self.cer_segmented is not None:
             def ratio(cer: float) -> str:
                 return f"{cer / self.cer_truth_lines:.2f}x" if self.cer_truth_lines else "-"
@@ -102,6 +105,7 @@ def evaluate_layout(xml_paths: list[Path], model_path: Path, *, tolerance: float
         report.bands += page.bands
         report.rescaled += page.size != model.info.size
         report.cut += page.cut
+        report.leaders += page.leaders
         report.per_page.append({"page": str(xml), "truth_lines": len(truth.lines), "found_lines": len(layout.lines),
                                 "baseline_f1": round(counts.f1, 4)})
         found.append((truth, layout))

@@ -41,6 +41,16 @@ STEP = 4                # columns between the polygon's points (model scale)
 # network bridges, F1 inside the transcribed area 0.799 uncut, 0.883 at 4, 0.871 at 5, 0.846 at 6 (blla 0.825);
 # the 37 test pages of timeus-1858 and htromance-fr: no line cut at any setting
 GUTTER_LINES, GUTTER_WIDTH, GUTTER_BAND = 5, 0.3, 0.4
+# split_at_leaders: a line is cut where, for at least LEADER_WIDTH x the line spacing, the band from LEADER_BAND x the
+# spacing above its baseline to just below it has no ink but flat marks: components no taller than LEADER_FLAT x
+# the spacing, the dots and dashes of a leader between a table's label and its value ("Recette ....... 12 l."),
+# which the network draws as one baseline and the transcriber as two lines. Chosen on the base layout model's 54
+# val pages and the 74 training pages of htromance-fr (benchmarks/layout_gutters.py --leaders; test pages left
+# out): width 2 was best at every FLAT (1.5: up to 0.0003 less, 3: nothing gained); FLAT 0.09 is the largest that
+# costs the val pages nothing (0.10 cuts an untranscribed heading line in two), and the best on the training pages
+# (F1 0.9140 uncut, 0.9151 at 0.06, 0.9152 at 0.09). A stroke's ink never ends within a line for 2 spacings, so
+# what is cut is a leader, or a wide blank between two lines the network joined
+LEADER_WIDTH, LEADER_FLAT, LEADER_BAND = 2.0, 0.09, 0.5
 
 
 @dataclass
@@ -49,17 +59,21 @@ class Extracted:
     lines: list[LayoutLine] = field(default_factory=list)
     bands: int = 0      # lines whose polygon is the fallback band (the body map outlined nothing there)
     cut: int = 0        # lines cut in two at a gutter between columns (split_at_gutters)
+    leaders: int = 0    # lines cut or trimmed at a dot leader or a wide blank (split_at_leaders)
 
 
 def extract(probs: np.ndarray, info: LayoutInfo, scale: float, threshold: float = 0.5,
             reach: tuple[float, float] = (UP, DOWN), gray: np.ndarray | None = None) -> Extracted:
     """Regions and lines in page pixels from probabilities (channels, H, W) at `scale` model pixels per page pixel;
     `reach`: the shares of the gaps to the neighbouring baselines a line polygon may reach (line_polygon); `gray`:
-    the page as the model saw it (H, W), to cut lines at the gutters between columns (split_at_gutters)."""
+    the page as the model saw it (H, W), to cut lines at the gutters between columns (split_at_gutters) and at
+    dot leaders (split_at_leaders)."""
     traces = kept_baselines(probs[BASELINE], info.size, threshold)
     out = Extracted()
     if gray is not None:
-        traces, out.cut = split_at_gutters(traces, probs[BASELINE], gray)
+        ink = ink_mask(gray)
+        traces, out.cut = split_at_gutters(traces, probs[BASELINE], ink)
+        traces, out.leaders = split_at_leaders(traces, probs[BASELINE], ink)
     body = probs[BODY] > threshold
     gaps = neighbour_gaps([t for t, _, _ in traces], probs.shape[1:])
     for k, (trace, pixels, conf) in enumerate(traces):
@@ -122,19 +136,20 @@ def _polyline(points: np.ndarray) -> np.ndarray:
     return simple.astype(np.float64) if len(simple) >= 2 else line[[0, -1]]
 
 
-def split_at_gutters(traces: list[tuple[np.ndarray, np.ndarray, float]], baseline: np.ndarray, gray: np.ndarray
+def split_at_gutters(traces: list[tuple[np.ndarray, np.ndarray, float]], baseline: np.ndarray, ink: np.ndarray
                      ) -> tuple[list[tuple[np.ndarray, np.ndarray, float]], int]:
     """The traces (kept_baselines') with each line that bridges a gutter between two columns cut there, and how
     many lines were cut. A gutter: columns where GUTTER_LINES or more lines in a row, one above the other, have no
     ink in the band above their baseline, between ink on both sides, at least GUTTER_WIDTH x the page's line
     spacing wide (a word gap lines up with those of the lines above and below only by chance, over a few lines).
-    A piece shorter than the line spacing is a stroke reaching across the gutter and is dropped."""
-    h, w = gray.shape
+    A piece shorter than the line spacing is a stroke reaching across the gutter and is dropped. `ink`: the
+    page's ink (ink_mask) at the model's scale."""
+    h, w = ink.shape
     spans = _spans([t for t, _, _ in traces], (h, w))
     spacing = _median_gap(_neighbours(spans)[0])
     if len(traces) < GUTTER_LINES or spacing is None:
         return traces, 0
-    ink = _ink(gray).astype(bool)
+    ink = ink.astype(bool)
     reach = max(2, int(GUTTER_BAND * spacing))
     n = len(traces)
     covered, free, middle = np.zeros((n, w), bool), np.zeros((n, w), bool), np.zeros(n)
@@ -142,10 +157,7 @@ def split_at_gutters(traces: list[tuple[np.ndarray, np.ndarray, float]], baselin
         if len(xs) < 2:
             continue
         covered[i, xs] = True
-        y = np.round(ys).astype(int)
-        top = max(0, int(y.min()) - reach)
-        rows = np.arange(top, min(h, int(y.max()) + 2))[:, None]
-        inked = (ink[top:top + len(rows), xs] & (rows >= y - reach) & (rows <= y + 1)).any(axis=0)
+        inked = _inked(ink, xs, ys, reach, 1)
         middle[i] = np.median(ys)
         if inked.sum() >= 2:
             first, last = np.flatnonzero(inked)[[0, -1]]
@@ -162,23 +174,75 @@ def split_at_gutters(traces: list[tuple[np.ndarray, np.ndarray, float]], baselin
     for i, kept in enumerate(traces):
         cols = np.flatnonzero(gutter[i])
         groups = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1) if len(cols) else []
-        gaps = [(-np.inf, -np.inf), *[(g[0], g[-1]) for g in groups if len(g) >= GUTTER_WIDTH * spacing],
-                (np.inf, np.inf)]
-        pieces = []
-        for (_, a), (b, _) in zip(gaps, gaps[1:]):  # between one gutter's last column and the next one's first
-            part = kept[1][(kept[1][:, 1] > a) & (kept[1][:, 1] < b)]
-            if len(part) >= spacing:
-                pieces.append((_polyline(part[:, ::-1].astype(np.float64)), part,
-                               float(baseline[part[:, 0], part[:, 1]].mean())))
-        if len(gaps) == 2 or not pieces:
-            out.append(kept)
-            continue
-        out += pieces
+        gaps = [(g[0], g[-1]) for g in groups if len(g) >= GUTTER_WIDTH * spacing]
+        pieces = _pieces(kept, gaps, baseline, spacing)
+        out += pieces or [kept]
         cut += len(pieces) > 1
     return out, cut
 
 
-def _ink(gray: np.ndarray) -> np.ndarray:
+def split_at_leaders(traces: list[tuple[np.ndarray, np.ndarray, float]], baseline: np.ndarray, ink: np.ndarray
+                     ) -> tuple[list[tuple[np.ndarray, np.ndarray, float]], int]:
+    """The traces with each line cut where a dot leader (or a wide blank) parts it, and trimmed where one ends it,
+    and how many lines were cut or trimmed. Such a stretch: at least LEADER_WIDTH x the page's line spacing of
+    columns whose band from LEADER_BAND x the spacing above the baseline to just below it holds no ink but flat
+    marks (connected components no taller than LEADER_FLAT x the spacing: dots, dashes, the rule of a leader).
+    The pieces are the line's skeleton from the first inked column after one stretch to the last before the next;
+    a piece shorter than the spacing is dropped. `ink`: the page's ink (ink_mask) at the model's scale."""
+    spans = _spans([t for t, _, _ in traces], ink.shape)
+    spacing = _median_gap(_neighbours(spans)[0])
+    if spacing is None:
+        return traces, 0
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    tall = stats[:, cv2.CC_STAT_HEIGHT] > LEADER_FLAT * spacing
+    tall[0] = False     # the background
+    letters = tall[labels]
+    up, width = max(2, int(round(LEADER_BAND * spacing))), LEADER_WIDTH * spacing
+    out, cut = [], 0
+    for kept, (xs, ys) in zip(traces, spans):
+        inked = np.flatnonzero(_inked(letters, xs, ys, up, 2)) if len(xs) >= 2 else np.zeros(0, int)
+        if len(inked) < 2:
+            out.append(kept)
+            continue
+        # stretches as (first, last) free column: within the line, before its first ink and after its last
+        gaps = [(xs[a] + 1, xs[b] - 1) for a, b in zip(inked, inked[1:]) if b - a - 1 >= width]
+        if xs[inked[0]] - xs[0] >= width:
+            gaps.insert(0, (-np.inf, xs[inked[0]] - 1))
+        if xs[-1] - xs[inked[-1]] >= width:
+            gaps.append((xs[inked[-1]] + 1, np.inf))
+        pieces = _pieces(kept, gaps, baseline, spacing)
+        out += pieces or [kept]
+        cut += bool(pieces) and bool(gaps)
+    return out, cut
+
+
+def _inked(ink: np.ndarray, xs: np.ndarray, ys: np.ndarray, up: int, down: int) -> np.ndarray:
+    """Per column xs of a line whose baseline is at heights ys: whether `ink` (a bool mask) has a pixel from `up`
+    rows above the baseline to `down` rows below it."""
+    y = np.round(ys).astype(int)
+    top = max(0, int(y.min()) - up)
+    rows = np.arange(top, min(ink.shape[0], int(y.max()) + down + 1))[:, None]
+    return (ink[top:top + len(rows), xs] & (rows >= y - up) & (rows <= y + down)).any(axis=0)
+
+
+def _pieces(kept: tuple[np.ndarray, np.ndarray, float], gaps: list[tuple[float, float]], baseline: np.ndarray,
+            spacing: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """A trace's pieces between `gaps` (first and last column of each, in order; +-inf for one that runs off an
+    end), each at least `spacing` skeleton pixels, as (polyline, skeleton pixels, mean baseline probability);
+    [] when there is no gap."""
+    if not gaps:
+        return []
+    bounds = [(-np.inf, -np.inf), *gaps, (np.inf, np.inf)]
+    pieces = []
+    for (_, a), (b, _) in zip(bounds, bounds[1:]):
+        part = kept[1][(kept[1][:, 1] > a) & (kept[1][:, 1] < b)]
+        if len(part) >= spacing:
+            pieces.append((_polyline(part[:, ::-1].astype(np.float64)), part,
+                           float(baseline[part[:, 0], part[:, 1]].mean())))
+    return pieces
+
+
+def ink_mask(gray: np.ndarray) -> np.ndarray:
     """1 where a pixel is darker than its neighbourhood (writing), else 0."""
     return cv2.adaptiveThreshold(gray, 1, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 25, 15)
 
@@ -211,7 +275,7 @@ def ink_spacing(gray: np.ndarray, area: np.ndarray) -> float | None:
     longest = h // 6
     if longest <= SHORTEST_PERIOD + 1:
         return None
-    ink = _ink(gray).astype(np.float64) * area
+    ink = ink_mask(gray).astype(np.float64) * area
     total, strips = np.zeros(longest + 1), 0
     for k in range(STRIPS):
         cols = slice(k * w // STRIPS, (k + 1) * w // STRIPS)

@@ -44,6 +44,7 @@ class Segmented:
     bands: int = 0          # lines whose polygon fell back to a band around the baseline
     rescaled: int = 0       # pages segmented again at another size (segment_image)
     cut: int = 0            # lines cut in two at a gutter between columns
+    leaders: int = 0        # lines cut or trimmed at a dot leader or a wide blank
     failed: list[str] = field(default_factory=list)  # "FILE: why", one per page not segmented
     seconds: float = 0.0
 
@@ -58,6 +59,8 @@ class Segmented:
                          "layout model's training pages')")
         if self.cut:
             parts.append(f"{self.cut} lines cut in two at the gap between two columns")
+        if self.leaders:
+            parts.append(f"{self.leaders} lines cut or trimmed at a dot leader or a wide blank")
         if self.kept:
             parts.append(f"{self.kept} pages kept their lines")
         if self.failed:
@@ -117,12 +120,13 @@ def open_layout_model(path: Path, gpu: str, precision: str) -> tuple[LayoutNet, 
 class PageLayout:
     """One page image segmented: its layout, how many polygons fell back to bands, what loading the image noted,
     the longer side (pixels) the model saw it at (its own size, or larger where the page's lines are closer
-    together than its training pages'), and how many lines were cut at a gutter."""
+    together than its training pages'), and how many lines were cut at a gutter and at a dot leader."""
     layout: Layout
     bands: int
     notes: list[str]
     size: int
     cut: int = 0        # lines cut in two at a gutter between columns (extract.split_at_gutters)
+    leaders: int = 0    # lines cut or trimmed at a dot leader or a wide blank (extract.split_at_leaders)
 
 
 @torch.no_grad()
@@ -141,7 +145,7 @@ def segment_image(model: LayoutNet, image_path: Path, device: torch.device, auto
         gray = cv2.cvtColor(model_pixels(image, probs.shape[1:]), cv2.COLOR_RGB2GRAY)
         found, size = extract(probs, info, scale, gray=gray), better
     layout = Layout(image_path, image.width, image.height, found.regions, found.lines)
-    return PageLayout(reading_order(layout), found.bands, image.notes, size, found.cut)
+    return PageLayout(reading_order(layout), found.bands, image.notes, size, found.cut, found.leaders)
 
 
 def rescaled_size(info: LayoutInfo, lines: list[LayoutLine], gray: np.ndarray, scale: float) -> int | None:
@@ -226,5 +230,6 @@ def run_segment(inputs: list[Path], model_path: Path, output: Path | None, *, re
         done.bands += page.bands
         done.rescaled += page.size != model.info.size
         done.cut += page.cut
+        done.leaders += page.leaders
     done.seconds = time.perf_counter() - started
     return done

@@ -44,12 +44,12 @@ GUTTER_LINES, GUTTER_WIDTH, GUTTER_BAND = 5, 0.3, 0.4
 # split_at_leaders: a line is cut where, for at least LEADER_WIDTH x the line spacing, the band from LEADER_BAND x the
 # spacing above its baseline to just below it has no ink but flat marks: components no taller than LEADER_FLAT x
 # the spacing, the dots and dashes of a leader between a table's label and its value ("Recette ....... 12 l."),
-# which the network draws as one baseline and the transcriber as two lines. Chosen on the base layout model's 54
-# val pages and the 74 training pages of htromance-fr (benchmarks/layout_gutters.py --leaders; test pages left
-# out): width 2 was best at every FLAT (1.5: up to 0.0003 less, 3: nothing gained); FLAT 0.09 is the largest that
-# costs the val pages nothing (0.10 cuts an untranscribed heading line in two), and the best on the training pages
-# (F1 0.9140 uncut, 0.9151 at 0.06, 0.9152 at 0.09). A stroke's ink never ends within a line for 2 spacings, so
-# what is cut is a leader, or a wide blank between two lines the network joined
+# which the network draws as one baseline and the transcriber as two lines. Chosen with
+# benchmarks/layout_gutters.py --leaders on the base layout model's 54 val pages of timeus-1858 and htromance-fr and
+# the 74 training pages of htromance-fr (its test pages left out). Val, F1 0.9097 with gutters alone: unchanged at
+# width 2 up to FLAT 0.09, 0.9093 at 0.10 and 0.12 (an untranscribed line at a page's top cut), 0.9087 at width 1.5
+# (3 lines cut). Training pages, 0.9140 with gutters alone: 0.9151 at width 2 FLAT 0.06 and 0.08, 0.9152 at 0.09
+# to 0.12 and at width 1.5, 0.9144 at width 3. So width 2, and the largest FLAT that costs val nothing
 LEADER_WIDTH, LEADER_FLAT, LEADER_BAND = 2.0, 0.09, 0.5
 
 

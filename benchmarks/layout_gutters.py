@@ -46,7 +46,8 @@ def main() -> int:
                    LEADER_WIDTH=extraction.LEADER_WIDTH, LEADER_FLAT=extraction.LEADER_FLAT)
     settings = []       # (label, the constants it sets, whether lines are cut at all)
     for pair in filter(None, args.settings.split(",")):
-        lines, band = int(pair.split("/")[0]), float(pair.split("/")[1])
+        count, share = pair.split("/")
+        lines, band = int(count), float(share)
         settings.append((f"gutters: lines {lines} band {band:.2f}" if lines else "not cut",
                          dict(shipped, GUTTER_LINES=lines, GUTTER_BAND=band, LEADER_WIDTH=math.inf), lines > 0))
     for pair in filter(None, args.leaders.split(",")):

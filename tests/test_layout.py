@@ -201,28 +201,33 @@ def bridging(rows: list[float], x0: int = 100, x1: int = 900) -> tuple[list, np.
     return traces, baseline
 
 
+def ink_of(page: np.ndarray) -> np.ndarray:
+    """The ink mask (extract.ink_mask) of an RGB page."""
+    return ink_mask(cv2.cvtColor(page, cv2.COLOR_RGB2GRAY))
+
+
 def test_lines_that_bridge_the_gutter_between_two_columns_are_cut_there():
     page = written(30.0)
     page[:, 470:530] = 235  # two columns, 60 pixels apart
-    gray = cv2.cvtColor(page, cv2.COLOR_RGB2GRAY)
+    ink = ink_of(page)
     rows = [50 + 30.0 * k for k in range(40)]
     traces, baseline = bridging(rows)
-    split, cut = split_at_gutters(traces, baseline, ink_mask(gray))
+    split, cut = split_at_gutters(traces, baseline, ink)
     assert cut == 40 and len(split) == 80
     for trace, pixels, conf in split:
         assert trace[:, 0].max() < 475 or trace[:, 0].min() > 525        # each piece ends at the gutter
         assert conf == pytest.approx(0.9) and len(pixels) > 300
     # one column: the gaps between words line up only by chance, over fewer lines than a gutter needs
-    assert split_at_gutters(traces, baseline, ink_mask(cv2.cvtColor(written(30.0), cv2.COLOR_RGB2GRAY)))[1] == 0
+    assert split_at_gutters(traces, baseline, ink_of(written(30.0)))[1] == 0
     # a gutter crossed by fewer lines than GUTTER_LINES in a row (the rest have ink across it) is a chance gap
     crossed = page.copy()
     for k in range(40):
         if k % GUTTER_LINES == 0:
             cv2.rectangle(crossed, (460, round(rows[k] - 10)), (540, round(rows[k])), (40, 40, 40), -1)
-    assert split_at_gutters(traces, baseline, ink_mask(cv2.cvtColor(crossed, cv2.COLOR_RGB2GRAY)))[1] == 0
+    assert split_at_gutters(traces, baseline, ink_of(crossed))[1] == 0
     # lines that stop at the gutter are not touched
     apart = bridging(rows, 100, 470)[0] + bridging(rows, 530, 900)[0]
-    assert split_at_gutters(apart, baseline, ink_mask(gray)) == (apart, 0)
+    assert split_at_gutters(apart, baseline, ink) == (apart, 0)
 
 
 def test_lines_of_a_table_are_cut_at_the_dot_leaders_between_label_and_value():
@@ -243,13 +248,13 @@ def test_lines_of_a_table_are_cut_at_the_dot_leaders_between_label_and_value():
         cv2.rectangle(if_dashes, (310, round(rows[k]) - 1), (700, round(rows[k])), (40, 40, 40), -1)
     traces, baseline = bridging(rows)
     for drawn in (page, if_dashes):
-        split, cut = split_at_leaders(traces, baseline, ink_mask(cv2.cvtColor(drawn, cv2.COLOR_RGB2GRAY)))
+        split, cut = split_at_leaders(traces, baseline, ink_of(drawn))
         assert cut == len(table) and len(split) == len(rows) + len(table)
         pieces = sorted((t[:, 0].min(), t[:, 0].max()) for t, _, _ in split[10:30])
         assert all(a < 110 and 290 < b < 315 for a, b in pieces[:10])       # the label, up to the leader
         assert all(700 < a < 720 and 795 < b < 810 for a, b in pieces[10:])  # the value, without the blank after it
     # ordinary lines of writing, their word gaps far narrower than two spacings, are not touched
-    plain = ink_mask(cv2.cvtColor(written(30.0), cv2.COLOR_RGB2GRAY))
+    plain = ink_of(written(30.0))
     assert split_at_leaders(traces, baseline, plain) == (traces, 0)
     # marks as tall as letters (strokes 9 pixels high) are writing, not a leader: the rows are only trimmed of
     # the blank after their value
@@ -257,7 +262,7 @@ def test_lines_of_a_table_are_cut_at_the_dot_leaders_between_label_and_value():
     for k in table:
         for x in range(310, 700, 8):
             cv2.rectangle(tall, (x, round(rows[k]) - 8), (x + 1, round(rows[k])), (40, 40, 40), -1)
-    split, cut = split_at_leaders(traces, baseline, ink_mask(cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY)))
+    split, cut = split_at_leaders(traces, baseline, ink_of(tall))
     assert cut == len(table) and len(split) == len(rows)
     assert all(t[:, 0].min() < 110 and 795 < t[:, 0].max() < 810 for t, _, _ in split[10:20])
 

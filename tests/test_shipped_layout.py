@@ -103,21 +103,25 @@ def test_a_charter_whose_lines_come_out_as_fragments_is_still_enlarged():
     assert baseline_counts(true, [x.baseline for x in again.layout.lines]).recall > 0.55
 
 
+def segmented_and_uncut(xml):
+    """A ground-truth page's true baselines, the page as the shipped layout model segments it (enlarged as it
+    decides, lines cut at gutters and leaders), and the lines extracted from the same probabilities uncut."""
+    model = load_layout_model(LAYOUT)
+    truth = read_layout(xml)
+    page = segment_image(model, truth.image_path, torch.device("cpu"), nullcontext())
+    probs, scale, _ = page_probabilities(model, truth.image_path, torch.device("cpu"), nullcontext(), size=page.size)
+    return [x.baseline for x in truth.lines], page, extract(probs, model.info, scale)
+
+
 @pytest.mark.slow  # the page is segmented three times: about 12 s on 2 cores
 def test_lines_bridging_the_gutter_of_a_two_column_charter_are_cut_in_two():
     # iForal's Linhares page 2: two columns of 115 lines with a gutter a few pixels wide that the model bridges.
     # Measured: at 1764 px 77 lines found without cutting (F1 0.614, recall 0.512); 34 of them cut at the
     # gutter, 111 lines, F1 0.870, recall 0.855
-    model = load_layout_model(LAYOUT)
-    truth = read_layout(DATA / "iforal-sample" / "foral_de_linhares_1217" / "2.xml")
-    true = [x.baseline for x in truth.lines]
-    page = segment_image(model, truth.image_path, torch.device("cpu"), nullcontext())
-    probs, scale, _ = page_probabilities(model, truth.image_path, torch.device("cpu"), nullcontext(), size=page.size)
-    whole = extract(probs, model.info, scale)
+    true, page, whole = segmented_and_uncut(DATA / "iforal-sample" / "foral_de_linhares_1217" / "2.xml")
     assert page.cut >= 25 and len(page.layout.lines) >= len(whole.lines) + 25
     assert baseline_counts(true, [x.baseline for x in whole.lines]).f1 < 0.7
     assert baseline_counts(true, [x.baseline for x in page.layout.lines]).f1 > 0.8
-
 
 
 @pytest.mark.slow  # the page is segmented twice: about 6 s on 2 cores
@@ -125,12 +129,7 @@ def test_the_rows_of_a_table_are_cut_at_the_dot_leaders_between_label_and_value(
     # htromance-fr's test manuscript 4-S-3789, folio 5: a table whose rows run "label ....... value", transcribed
     # as two lines each, which the network draws as one baseline along the dots. Measured: 21 lines found without
     # cutting (F1 0.700, recall 0.595); 8 of them cut at a leader, 29 lines, F1 0.941, recall 0.925
-    model = load_layout_model(LAYOUT)
-    truth = read_layout(TEST / "bnf-4-s-3789-(-2)" / "4-S-3789 (2)_f5.xml")
-    true = [x.baseline for x in truth.lines]
-    page = segment_image(model, truth.image_path, torch.device("cpu"), nullcontext())
-    probs, scale, _ = page_probabilities(model, truth.image_path, torch.device("cpu"), nullcontext(), size=page.size)
-    whole = extract(probs, model.info, scale)
+    true, page, whole = segmented_and_uncut(TEST / "bnf-4-s-3789-(-2)" / "4-S-3789 (2)_f5.xml")
     assert page.leaders >= 6 and len(page.layout.lines) >= len(whole.lines) + 6
     assert baseline_counts(true, [x.baseline for x in whole.lines]).f1 < 0.75
     assert baseline_counts(true, [x.baseline for x in page.layout.lines]).f1 > 0.9
